@@ -1,0 +1,28 @@
+"""Shared helpers of the course «Working with Llama 3».
+
+The notebooks import this package as ``import course_utils as cu``.
+"""
+
+from .catalog import MODELS, ModelSpec
+from .errors import (
+    CourseError,
+    DownloadNotAllowedError,
+    ModelLoadError,
+    ModelNotFoundError,
+    NotAModelFileError,
+    UnknownModelError,
+)
+from .hardware import GpuInfo, HardwareInfo, detect_hardware
+from .models import (
+    ModelChoice,
+    base_model_path,
+    bundled_model_path,
+    choose_model,
+    llama3_tokenizer_path,
+    load_base_llm,
+    load_llama3_tokenizer,
+    load_llm,
+    validate_gguf,
+)
+
+__version__ = "0.1.0"

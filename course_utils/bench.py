@@ -1,0 +1,131 @@
+"""Benchmarks of this machine: ``python -m course_utils.bench`` prints a table.
+
+* load time of the default model;
+* generation speed with ``load_llm()`` defaults vs llama-cpp-python's own defaults
+  (``n_threads = cpu_count() // 2``, i.e. one thread on a 2-core machine);
+* the execution time of every chapter notebook.
+
+Budgets are checked here, by reading the table, not by timed tests that flake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCH_PROMPT = "Write a short story about a robot who learns to paint."
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Generation speed over several runs (median and min/max in tokens per second)."""
+
+    tokens: int
+    runs: tuple[float, ...]  #: tokens/s of each run
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.runs)
+
+    def __str__(self) -> str:
+        return f"{self.median:.1f} tok/s (mín {min(self.runs):.1f}, máx {max(self.runs):.1f})"
+
+
+def generation_speed(llm, n_tokens: int = 64, repeats: int = 3, prompt: str = BENCH_PROMPT) -> Speed:
+    """Tokens per second generating exactly ``n_tokens`` (end-of-text is banned), ``repeats`` times.
+
+    Greedy decoding; the KV cache is reset before each run so no run reuses another's prompt.
+    """
+    eos = llm.token_eos()
+    runs = []
+    for _ in range(repeats):
+        llm.reset()
+        start = time.perf_counter()
+        out = llm(prompt, max_tokens=n_tokens, temperature=0, logit_bias={eos: -100.0})
+        elapsed = time.perf_counter() - start
+        runs.append(out["usage"]["completion_tokens"] / elapsed)
+    return Speed(tokens=n_tokens, runs=tuple(runs))
+
+
+def load_time(repeats: int = 3) -> float:
+    """Median seconds for ``load_llm()`` (the model file is in the OS cache after the first)."""
+    from .models import load_llm
+
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        llm = load_llm()
+        times.append(time.perf_counter() - start)
+        llm.close()
+    return statistics.median(times)
+
+
+def notebook_time(path: Path, timeout: int = 900) -> tuple[float, str]:
+    """Execute one notebook with nbclient in a temporary copy; return (seconds, status)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    start = time.perf_counter()
+    try:
+        client.execute()
+        status = "ok"
+    except Exception as exc:  # report, don't crash the table
+        status = f"ERROR: {type(exc).__name__}"
+    return time.perf_counter() - start, status
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m course_utils.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=64, help="tokens generados por medición")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-notebooks", action="store_true", help="no ejecutar los notebooks")
+    args = parser.parse_args(argv)
+
+    from llama_cpp import Llama
+
+    from .hardware import detect_hardware
+    from .models import bundled_model_path, load_llm
+
+    hw = detect_hardware()
+    print(hw.summary(), "\n", flush=True)
+    rows = [("Carga de load_llm() (mediana de 3)", f"{load_time():.2f} s")]
+
+    llm = load_llm()
+    ours = generation_speed(llm, args.tokens, args.repeats)
+    ours_threads = llm.context_params.n_threads
+    llm.close()
+    raw = Llama(model_path=str(bundled_model_path()), verbose=False)
+    theirs = generation_speed(raw, args.tokens, args.repeats)
+    raw_threads = raw.context_params.n_threads
+    raw.close()
+    rows += [
+        (f"Generación, load_llm() ({ours_threads} hilos)", str(ours)),
+        (f"Generación, Llama() por defecto ({raw_threads} hilos)", str(theirs)),
+        ("Aceleración de load_llm()", f"x{ours.median / theirs.median:.2f}"),
+    ]
+    print(_table(rows), "\n", flush=True)
+
+    if not args.no_notebooks:
+        root = Path(__file__).resolve().parent.parent / "notebooks"
+        nb_rows = []
+        for path in sorted(root.glob("*.ipynb")):
+            seconds, status = notebook_time(path)
+            nb_rows.append((path.name, f"{seconds:6.1f} s  {status}"))
+            print(f"{path.name}: {seconds:.1f} s {status}", flush=True)
+        print("\nTiempo de ejecución de cada notebook\n" + _table(nb_rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""Shared fixtures: simulated machines, and a guard that fails any test touching the network."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from course_utils.hardware import GIB, GpuInfo, HardwareInfo
+
+# Simulated hardware profiles for the model ladder's decisions.
+CPU_8GB = HardwareInfo(
+    system="Linux", machine="x86_64", python="3.11.7", cpu_physical=4, cpu_logical=8,
+    ram_total=8 * GIB, ram_available=6 * GIB, online=True,
+)
+COLAB_T4 = HardwareInfo(
+    system="Linux", machine="x86_64", python="3.12.0", cpu_physical=1, cpu_logical=2,
+    ram_total=13 * GIB, ram_available=11 * GIB, colab=True, online=True,
+    gpu=GpuInfo(name="Tesla T4", vram_total=15 * GIB, vram_free=int(14.7 * GIB)),
+)
+OFFLINE_LAPTOP = CPU_8GB.with_changes(online=False)
+TINY_ONLINE = CPU_8GB.with_changes(ram_total=4 * GIB, ram_available=int(1.5 * GIB))
+APPLE_M2 = CPU_8GB.with_changes(system="Darwin", machine="arm64", metal=True, ram_total=16 * GIB,
+                                ram_available=10 * GIB)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a TCP connection fails the test."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args}")
+
+    monkeypatch.setattr(socket, "create_connection", forbidden)
+    monkeypatch.setattr(socket.socket, "connect", forbidden)
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No course variables from the caller's environment leak into a test."""
+    for var in ("COURSE_MODEL", "COURSE_ALLOW_DOWNLOAD", "COURSE_OFFLINE", "HF_HUB_OFFLINE",
+                "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def gpu_build(monkeypatch):
+    """Pretend this llama-cpp-python build can offload to a GPU (as a CUDA/Metal build does)."""
+    import llama_cpp
+
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)

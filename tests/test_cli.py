@@ -1,0 +1,44 @@
+import subprocess
+import sys
+
+from course_utils.__main__ import main, report
+
+
+def test_report_sections(no_network, clean_env):
+    text, problems = report()
+    for section in ("== Tu equipo ==", "== Modelo que usará el curso ==", "== Versiones ==",
+                    "== Problemas =="):
+        assert section in text
+    assert "llama-cpp-python" in text and "Por qué" in text
+    assert problems == []
+
+
+def test_report_flags_a_bad_model(no_network, clean_env, capsys):
+    assert main(["--model", "no-existe.gguf"]) == 1
+    assert "No encuentro el modelo" in capsys.readouterr().out
+
+
+def test_report_flags_too_little_ram(no_network, clean_env, monkeypatch):
+    from course_utils import __main__ as cli
+    from tests.conftest import TINY_ONLINE
+
+    monkeypatch.setattr(cli, "detect_hardware", lambda check_online_now=False: TINY_ONLINE)
+    text, problems = report(model="llama-3.1-8b-instruct")
+    assert any("RAM libre" in p for p in problems)
+    assert any("necesita" in p for p in problems)
+
+
+def test_module_runs_as_a_command(clean_env):
+    out = subprocess.run([sys.executable, "-m", "course_utils"], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Listo para empezar" in out.stdout
+
+
+def test_documented_one_liner_works_offline(clean_env):
+    """The README's smoke test, in a fresh interpreter with the Hub marked offline."""
+    code = "import course_utils as cu; print(cu.load_llm()('Hola', max_tokens=8))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "'finish_reason'" in out.stdout

@@ -1,0 +1,74 @@
+"""The repository's rules: clean notebooks, one source of truth, every chapter in the book."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from course_utils import colab
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_committed_without_outputs(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
+             and (c.get("outputs") or c.get("execution_count") is not None)]
+    assert not dirty, f"{path.name}: cells {dirty} have outputs; clear them before committing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_badge_and_install_cell_match_the_single_sources(path):
+    assert colab.notebook_problems(path) == [], "run: python -m course_utils.colab"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_is_the_first_code_cell(path):
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    first = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    assert colab.INSTALL_MARKER in "".join(first["source"])
+
+
+def test_install_cell_never_installs_torch():
+    assert "torch" not in colab.install_cell_source()
+
+
+def test_repository_url_is_written_in_one_place():
+    url, _ = colab.repository()
+    files = [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in {".py", ".md", ".toml", ".txt", ".yml", ".cfg"}
+             and not any(part in {".venv", "_build", ".git"} for part in p.parts)]
+    holders = [p.relative_to(ROOT).as_posix() for p in files if url in p.read_text(encoding="utf-8", errors="ignore")]
+    assert holders == ["_config.yml"], holders
+
+
+def test_every_notebook_is_in_the_toc_and_every_toc_entry_exists():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+
+    def files(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                yield node["file"]
+            for v in node.values():
+                yield from files(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from files(v)
+
+    entries = {toc["root"], *files(toc)}
+    for entry in entries:
+        assert any((ROOT / f"{entry}{ext}").is_file() for ext in (".md", ".ipynb")), entry
+    for nb in NOTEBOOKS:
+        assert f"notebooks/{nb.stem}" in entries, f"{nb.name} is not in _toc.yml"
+
+
+def test_notebooks_use_the_course_kernel_name():
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        assert nb["metadata"]["kernelspec"]["name"] == "python3", path.name
