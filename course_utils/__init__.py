@@ -5,6 +5,7 @@ The notebooks import this package as ``import course_utils as cu``.
 
 from .catalog import MODELS, ModelSpec
 from .errors import (
+    ContextWindowError,
     CourseError,
     DownloadNotAllowedError,
     ModelLoadError,

@@ -29,3 +29,7 @@ class ModelLoadError(CourseError, RuntimeError):
 
 class DownloadNotAllowedError(CourseError, RuntimeError):
     """A Hub model was requested but downloads are not allowed or there is no network."""
+
+
+class ContextWindowError(CourseError, ValueError):
+    """The prompt does not fit in the context window (``n_ctx``)."""

@@ -375,9 +375,10 @@ def load_llm(
     hw: HardwareInfo | None = None,
     **llama_kwargs,
 ):
-    """Load a model with llama-cpp-python following the model ladder; returns ``llama_cpp.Llama``.
+    """Load a model with llama-cpp-python following the model ladder.
 
-    The choice (what and why) is attached to the returned object as ``llm.course_choice``.
+    Returns a :class:`course_utils.course_llama.CourseLlama`, a subclass of ``llama_cpp.Llama``.
+    The choice (what and why) is attached to it as ``llm.course_choice``.
     Extra keyword arguments (``logits_all``, ``seed``, ``n_batch``...) go to ``Llama``.
     """
     choice = choose_model(model, hw=hw, allow_download=allow_download)
@@ -389,8 +390,11 @@ def load_llm(
 
 def load_choice(choice: ModelChoice, *, n_ctx: int = DEFAULT_N_CTX, n_threads: int | None = None,
                 n_gpu_layers: int | None = None, verbose: bool = False, **llama_kwargs):
-    """Load an already made :class:`ModelChoice` (downloading it first if needed)."""
-    from llama_cpp import Llama
+    """Load an already made :class:`ModelChoice` (downloading it first if needed).
+
+    ``n_ctx`` is rounded up to a multiple of 256, as llama.cpp does internally.
+    """
+    from .course_llama import CourseLlama, pad_n_ctx
 
     path = choice.path if choice.path is not None else _download(choice)
     path = validate_gguf(path)
@@ -400,8 +404,8 @@ def load_choice(choice: ModelChoice, *, n_ctx: int = DEFAULT_N_CTX, n_threads: i
     if choice.chat_format is not None:
         llama_kwargs.setdefault("chat_format", choice.chat_format)
     try:
-        llm = Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
+        llm = CourseLlama(
+            model_path=str(path), n_ctx=pad_n_ctx(n_ctx), n_threads=n_threads,
             n_gpu_layers=choice.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
             verbose=verbose, **llama_kwargs,
         )

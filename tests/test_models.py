@@ -220,3 +220,30 @@ def test_choice_is_printable(clean_env):
     assert "Por qué" in text and "SmolLM2" in text
     hub = str(cu.choose_model("llama-3.2-3b-instruct", hw=CPU_8GB))
     assert "se descargará" in hub or "Llama-3.2-3B" in hub
+
+
+def test_prompt_longer_than_context_is_a_clear_error(clean_env):
+    small = cu.load_llm(n_ctx=64)
+    assert small.n_ctx() == 256  # padded like llama.cpp does, so buffers agree
+    long_prompt = "What are some ways to improve customer retention? " * 40
+    with pytest.raises(cu.ContextWindowError, match="ventana de contexto") as info:
+        small(long_prompt, max_tokens=8)
+    assert isinstance(info.value, ValueError)
+    # between the requested 64 and the real 256 tokens: works (llama-cpp-python alone crashes)
+    out = small("What are some ways to improve customer retention? " * 9, max_tokens=4)
+    assert out["usage"]["prompt_tokens"] > 64
+
+
+def test_load_llm_returns_a_llama(llm):
+    from llama_cpp import Llama
+
+    assert isinstance(llm, Llama)
+
+
+def test_scripts_exit_without_shutdown_noise(clean_env):
+    import subprocess
+    import sys
+
+    code = "import course_utils as cu; llm = cu.load_llm(); llm('Hi', max_tokens=2)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Exception ignored" not in out.stderr, out.stderr
