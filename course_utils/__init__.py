@@ -3,6 +3,7 @@
 The notebooks import this package as ``import course_utils as cu``.
 """
 
+from . import exercises
 from .catalog import MODELS, ModelSpec
 from .errors import (
     ContextWindowError,

@@ -1,0 +1,53 @@
+"""Self-checks for the chapters' exercises: ``cu.exercises.check("name", answer)``.
+
+Each check prints a verdict in Spanish (with a hint when the answer is wrong) and returns
+``True``/``False``, so a learner can call it as often as they like; ``None`` means "not answered
+yet" and is never an error.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .architecture import LLAMA_31_8B
+
+GIB = 1024**3
+_CHECKS: dict[str, Callable[[object], tuple[bool, str]]] = {}
+
+
+def _register(name: str):
+    def wrap(fn):
+        _CHECKS[name] = fn
+        return fn
+
+    return wrap
+
+
+@_register("kv_cache_8b_8k")
+def _kv_cache_8b_8k(answer) -> tuple[bool, str]:
+    """KV cache of Llama 3.1 8B at n_ctx = 8192 in f16, in bytes."""
+    right = LLAMA_31_8B.kv_cache_bytes(8192)
+    value = float(answer)
+    if abs(value - right) <= 0.01 * right:
+        return True, f"Correcto: {right:,} bytes = {right / GIB:.2f} GiB."
+    if abs(value - right / GIB) < 0.01:
+        return False, "Tu número está en GiB; la pregunta pide bytes (multiplica por 1024**3)."
+    if abs(value - right / 2) <= 0.01 * right:
+        return False, "Te falta un factor 2: se guardan K y V, dos tensores por capa."
+    if abs(value - LLAMA_31_8B.kv_cache_bytes(8192, gqa=False)) <= 0.01 * right:
+        return False, ("Usaste las 32 cabezas de consulta; con GQA solo hay 8 cabezas K/V "
+                       "(llama.attention.head_count_kv).")
+    return False, ("No es correcto. Pista: 2 (K y V) × capas × cabezas KV × dim. por cabeza × "
+                   "n_ctx × 2 bytes (f16).")
+
+
+def check(name: str, answer) -> bool | None:
+    """Check ``answer`` for exercise ``name``; prints the verdict and returns it."""
+    if name not in _CHECKS:
+        raise KeyError(f"No hay ningún ejercicio llamado {name!r}. Disponibles: {', '.join(sorted(_CHECKS))}")
+    if answer is None:
+        print("Aún no has respondido: cambia None por tu respuesta y vuelve a ejecutar la celda.")
+        return None
+    ok, message = _CHECKS[name](answer)
+    print(("✅ " if ok else "❌ ") + message)
+    return ok

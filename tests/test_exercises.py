@@ -1,0 +1,26 @@
+import pytest
+
+from course_utils import exercises
+
+
+def test_right_answer(capsys):
+    assert exercises.check("kv_cache_8b_8k", 1024**3) is True
+    assert "Correcto" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (1.0, "GiB"), (1024**3 / 2, "factor 2"), (4 * 1024**3, "GQA"), (12345, "Pista"),
+])
+def test_wrong_answers_get_a_specific_hint(answer, hint, capsys):
+    assert exercises.check("kv_cache_8b_8k", answer) is False
+    assert hint in capsys.readouterr().out
+
+
+def test_unanswered_is_not_an_error(capsys):
+    assert exercises.check("kv_cache_8b_8k", None) is None
+    assert "Aún no has respondido" in capsys.readouterr().out
+
+
+def test_unknown_exercise():
+    with pytest.raises(KeyError, match="Disponibles"):
+        exercises.check("nope", 1)
