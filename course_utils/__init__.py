@@ -4,6 +4,7 @@ The notebooks import this package as ``import course_utils as cu``.
 """
 
 from . import exercises
+from .display import wrap
 from .catalog import MODELS, ModelSpec
 from .errors import (
     ContextWindowError,

@@ -73,9 +73,10 @@ def install_cell_source(root: Path | None = None) -> str:
     reqs.append(f'"course-utils @ git+{url}@{branch}"')
     body = " \\\n        ".join(reqs)
     return (
-        f"{INSTALL_MARKER}. En tu equipo no hace nada (sigue el README).\n"
-        "# En Colab instala lo que falta, nunca torch (Colab ya lo trae). llama-cpp-python se\n"
-        "# compila la primera vez: unos minutos.\n"
+        f"{INSTALL_MARKER}.\n"
+        "# En tu equipo no hace nada (sigue el README). En Colab instala lo que\n"
+        "# falta, nunca torch (Colab ya lo trae). llama-cpp-python se compila la\n"
+        "# primera vez: unos minutos.\n"
         "import sys\n"
         "\n"
         'if "google.colab" in sys.modules:\n'
