@@ -247,3 +247,35 @@ def test_scripts_exit_without_shutdown_noise(clean_env):
     code = "import course_utils as cu; llm = cu.load_llm(); llm('Hi', max_tokens=2)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "Exception ignored" not in out.stderr, out.stderr
+
+
+def test_hub_choice_downloads_the_right_file_then_loads_it(clean_env, monkeypatch):
+    """The download path, with the Hub replaced by a local copy of the bundled model."""
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename))
+        return str(cu.bundled_model_path())
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setattr(models, "_spec_path", lambda spec: None)  # not cached yet
+    choice = cu.choose_model(hw=CPU_8GB, allow_download=True)
+    assert choice.needs_download
+    llm = models.load_choice(choice, n_ctx=256, chat_format=None)
+    assert calls == [(catalog.LLAMA_32_3B.repo_id, catalog.LLAMA_32_3B.filename)]
+    assert llm.course_choice is choice
+
+
+def test_failed_download_is_a_clear_error(clean_env, monkeypatch):
+    import huggingface_hub
+
+    def boom(**kwargs):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", boom)
+    monkeypatch.setattr(models, "_spec_path", lambda spec: None)
+    choice = cu.choose_model("llama-3.2-1b-instruct", hw=CPU_8GB)
+    with pytest.raises(DownloadNotAllowedError, match="No pude descargar"):
+        models.load_choice(choice)
