@@ -80,6 +80,10 @@ def notebook_time(path: Path, timeout: int = 900) -> tuple[float, str]:
     return time.perf_counter() - start, status
 
 
+def _threads(n: int) -> str:
+    return f"{n} hilo" + ("" if n == 1 else "s")
+
+
 def _table(rows: list[tuple[str, str]]) -> str:
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -110,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     raw_threads = raw.context_params.n_threads
     raw.close()
     rows += [
-        (f"Generación, load_llm() ({ours_threads} hilos)", str(ours)),
-        (f"Generación, Llama() por defecto ({raw_threads} hilos)", str(theirs)),
+        (f"Generación, load_llm() ({_threads(ours_threads)})", str(ours)),
+        (f"Generación, Llama() por defecto ({_threads(raw_threads)})", str(theirs)),
         ("Aceleración de load_llm()", f"x{ours.median / theirs.median:.2f}"),
     ]
     print(_table(rows), "\n", flush=True)
