@@ -3,7 +3,7 @@
 The notebooks import this package as ``import course_utils as cu``.
 """
 
-from . import exercises
+from . import bench, exercises, tokens
 from .display import wrap
 from .catalog import MODELS, ModelSpec
 from .errors import (
@@ -21,6 +21,7 @@ from .models import (
     base_model_path,
     bundled_model_path,
     choose_model,
+    describe_setup,
     llama3_tokenizer_path,
     load_base_llm,
     load_llama3_tokenizer,

@@ -41,6 +41,22 @@ def _kv_cache_8b_8k(answer) -> tuple[bool, str]:
                    "n_ctx × 2 bytes (f16).")
 
 
+@_register("llama3_digits")
+def _llama3_digits(answer) -> tuple[bool, str]:
+    """Tokens of "1234567890" with the real Llama 3 tokenizer."""
+    from .tokens import llama3_view
+
+    pieces = [t.text for t in llama3_view().tokens("1234567890")]
+    right = len(pieces)
+    if int(answer) == right:
+        return True, f"Correcto: {right} tokens, {' | '.join(pieces)}."
+    if int(answer) == 10:
+        return False, "Eso sería un token por dígito, como hace SmolLM2. Llama 3 agrupa dígitos."
+    if int(answer) == 1:
+        return False, "Un número tan largo no es un solo token: Llama 3 corta los números en grupos."
+    return False, "No es correcto. Pista: Llama 3 parte los números en grupos de hasta 3 dígitos."
+
+
 def check(name: str, answer) -> bool | None:
     """Check ``answer`` for exercise ``name``; prints the verdict and returns it."""
     if name not in _CHECKS:

@@ -429,3 +429,11 @@ def load_base_llm(*, n_ctx: int = 2048, n_threads: int | None = None, verbose: b
         n_gpu_layers=0, reason="modelo base incluido, para comparar base e instruido.",
     )
     return load_choice(choice, n_ctx=n_ctx, n_threads=n_threads, verbose=verbose, **llama_kwargs)
+
+
+def describe_setup(model: str | os.PathLike | None = None) -> tuple[HardwareInfo, ModelChoice]:
+    """Print the «Tu equipo» block every chapter opens with; return ``(hardware, choice)``."""
+    hw = detect_hardware()
+    choice = choose_model(model, hw=hw)
+    print(hw.summary(), "", str(choice), sep="\n")
+    return hw, choice

@@ -248,9 +248,10 @@ def tokens_html(tokens: list[Token], label: str = "", show_ids: bool = True) -> 
 def compare_html(text: str, views: list[TokenizerView]) -> str:
     """The same text drawn with each tokenizer, one row per tokenizer."""
     rows = [tokens_html(v.tokens(text), label=v.name) for v in views]
-    source = html.escape(text).replace("\n", "<br>")
+    source = html.escape(text)
     return (f'<div style="border-left:3px solid #ccc;padding-left:8px;margin:8px 0">'
-            f'<div style="font-family:monospace;font-size:13px;margin-bottom:4px">{source}</div>'
+            f'<div style="font-family:monospace;font-size:13px;margin-bottom:4px;'
+            f'white-space:pre-wrap">{source}</div>'
             f'{"".join(rows)}</div>')
 
 

@@ -36,5 +36,13 @@ def test_chapter_01_renders_with_outputs_and_figures(build):
 
 
 def test_site_pages_exist(build):
-    for page in ("index.html", "book/intro.html", "book/instalacion.html", "book/glosario.html"):
+    for page in ("index.html", "book/intro.html", "book/instalacion.html", "book/glosario.html",
+                 "notebooks/02_tokens.html"):
         assert (ROOT / "_build/html" / page).is_file(), page
+
+
+def test_chapter_02_renders_the_token_view_and_chart(build):
+    html = (ROOT / "_build/html/notebooks/02_tokens.html").read_text(encoding="utf-8")
+    assert html.count('title="id ') > 100  # coloured token boxes with ids on hover
+    assert "dashed" in html  # partial-byte tokens (emoji) are marked
+    assert html.count("<img") >= 2  # Colab badge + words-per-token chart

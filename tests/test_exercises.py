@@ -24,3 +24,10 @@ def test_unanswered_is_not_an_error(capsys):
 def test_unknown_exercise():
     with pytest.raises(KeyError, match="Disponibles"):
         exercises.check("nope", 1)
+
+
+def test_llama3_digits(capsys):
+    assert exercises.check("llama3_digits", 4) is True
+    assert "123 | 456 | 789 | 0" in capsys.readouterr().out
+    assert exercises.check("llama3_digits", 10) is False
+    assert "SmolLM2" in capsys.readouterr().out
