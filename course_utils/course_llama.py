@@ -12,6 +12,9 @@ It *is* a ``llama_cpp.Llama`` (same methods, same answers); what it adds:
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
+import sys
 import weakref
 
 from llama_cpp import Llama
@@ -31,6 +34,31 @@ def pad_n_ctx(n_ctx: int) -> int:
     if n_ctx <= 0:
         raise ValueError(f"n_ctx debe ser un entero positivo (recibí {n_ctx}).")
     return -(-n_ctx // N_CTX_PAD) * N_CTX_PAD
+
+
+@contextlib.contextmanager
+def quiet_stderr(enabled: bool = True):
+    """Silence the C library's stderr (file descriptor 2) inside the block.
+
+    llama.cpp prints some messages even with ``verbose=False`` (e.g. Gemma 3's
+    ``llama_kv_cache_iswa: using full-size SWA cache``); they would end up in the rendered pages.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (some embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 class CourseLlama(Llama):

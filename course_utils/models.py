@@ -394,7 +394,7 @@ def load_choice(choice: ModelChoice, *, n_ctx: int = DEFAULT_N_CTX, n_threads: i
 
     ``n_ctx`` is rounded up to a multiple of 256, as llama.cpp does internally.
     """
-    from .course_llama import CourseLlama, pad_n_ctx
+    from .course_llama import CourseLlama, pad_n_ctx, quiet_stderr
 
     path = choice.path if choice.path is not None else _download(choice)
     path = validate_gguf(path)
@@ -404,11 +404,12 @@ def load_choice(choice: ModelChoice, *, n_ctx: int = DEFAULT_N_CTX, n_threads: i
     if choice.chat_format is not None:
         llama_kwargs.setdefault("chat_format", choice.chat_format)
     try:
-        llm = CourseLlama(
-            model_path=str(path), n_ctx=pad_n_ctx(n_ctx), n_threads=n_threads,
-            n_gpu_layers=choice.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
-            verbose=verbose, **llama_kwargs,
-        )
+        with quiet_stderr(enabled=not verbose):
+            llm = CourseLlama(
+                model_path=str(path), n_ctx=pad_n_ctx(n_ctx), n_threads=n_threads,
+                n_gpu_layers=choice.n_gpu_layers if n_gpu_layers is None else n_gpu_layers,
+                verbose=verbose, **llama_kwargs,
+            )
     except ValueError as exc:
         raise ModelLoadError(
             f"llama.cpp no pudo cargar '{path}' ({exc}). El archivo empieza como un GGUF pero "

@@ -279,3 +279,12 @@ def test_failed_download_is_a_clear_error(clean_env, monkeypatch):
     choice = cu.choose_model("llama-3.2-1b-instruct", hw=CPU_8GB)
     with pytest.raises(DownloadNotAllowedError, match="No pude descargar"):
         models.load_choice(choice)
+
+
+def test_loading_the_base_model_prints_nothing(clean_env):
+    import subprocess
+    import sys
+
+    code = "import course_utils as cu; cu.load_base_llm(n_ctx=256)('Hi', max_tokens=2)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == "", out.stderr

@@ -1,0 +1,161 @@
+"""Prompt formats: the Llama 3 chat template built by hand, chat templates from GGUF files,
+few-shot prompts, label parsing and a multi-turn conversation that keeps its history.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+from .errors import CourseError
+
+ROLES = ("system", "user", "assistant")
+
+#: Meta's chat template for Llama 3 instruct models (``tokenizer_config.json`` of
+#: Meta-Llama-3-8B-Instruct): the reference the course's builder is checked against.
+LLAMA3_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}"
+    "{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+LLAMA3_BOS = "<|begin_of_text|>"
+LLAMA3_EOT = "<|eot_id|>"
+
+
+class PromptFormatError(CourseError, ValueError):
+    """A list of messages that no chat template can format."""
+
+
+def validate_messages(messages: list[dict]) -> list[dict]:
+    """Check a conversation: a non-empty list of ``{"role", "content"}`` with known roles.
+
+    A ``system`` message may only come first. Returns the messages unchanged.
+    """
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise PromptFormatError(
+            "La conversación debe ser una lista no vacía de mensajes, por ejemplo "
+            '[{"role": "user", "content": "Hola"}].'
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise PromptFormatError(
+                f"El mensaje {i} debe ser un diccionario con las claves 'role' y 'content'; "
+                f"recibí {message!r}."
+            )
+        if message["role"] not in ROLES:
+            raise PromptFormatError(
+                f"El mensaje {i} tiene el rol {message['role']!r}; los roles válidos son "
+                f"{', '.join(ROLES)}."
+            )
+        if not isinstance(message["content"], str):
+            raise PromptFormatError(f"El contenido del mensaje {i} debe ser texto (str).")
+        if message["role"] == "system" and i != 0:
+            raise PromptFormatError(
+                f"El mensaje {i} es de sistema: el mensaje de sistema solo puede ir el primero."
+            )
+    return list(messages)
+
+
+def llama3_prompt(messages: list[dict], add_generation_prompt: bool = True, bos: bool = True) -> str:
+    """The Llama 3 instruct prompt for ``messages``, built by hand.
+
+    Each message becomes ``<|start_header_id|>ROLE<|end_header_id|>\\n\\nCONTENT<|eot_id|>``
+    (content stripped of surrounding whitespace, as Meta's template does); the whole prompt starts
+    with ``<|begin_of_text|>`` and, to ask for an answer, ends with an open assistant header.
+    """
+    parts = [LLAMA3_BOS] if bos else []
+    for message in validate_messages(messages):
+        parts.append(f"<|start_header_id|>{message['role']}<|end_header_id|>\n\n"
+                     f"{message['content'].strip()}{LLAMA3_EOT}")
+    if add_generation_prompt:
+        parts.append("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    return "".join(parts)
+
+
+def render_template(template: str, messages: list[dict], *, bos_token: str = "",
+                    eos_token: str = "", add_generation_prompt: bool = True) -> str:
+    """Render a Jinja chat template (as stored in a GGUF's ``tokenizer.chat_template``)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(template=template, eos_token=eos_token, bos_token=bos_token,
+                                    add_generation_prompt=add_generation_prompt)
+    return formatter(messages=validate_messages(messages)).prompt
+
+
+def gguf_chat_template(llm) -> str | None:
+    """The chat template stored in the model's GGUF, or ``None`` (base models have none)."""
+    return llm.metadata.get("tokenizer.chat_template")
+
+
+def few_shot_prompt(instruction: str, examples: list[tuple[str, str]], query: str,
+                    input_label: str = "Texto", output_label: str = "Sentimiento") -> str:
+    """A completion-style few-shot prompt; ends right where the model must write the label."""
+    blocks = [instruction.strip(), ""]
+    for text, label in examples:
+        blocks += [f'{input_label}: "{text}"', f"{output_label}: {label}", ""]
+    blocks += [f'{input_label}: "{query}"', f"{output_label}:"]
+    return "\n".join(blocks)
+
+
+def _fold(text: str) -> str:
+    text = unicodedata.normalize("NFKD", text.lower())
+    return "".join(c for c in text if not unicodedata.combining(c))
+
+
+def parse_label(text: str, labels: list[str]) -> str | None:
+    """The first of ``labels`` that appears as a word in ``text`` (case and accents ignored).
+
+    ``parse_label(" **Positivo**.", ["POSITIVO", "NEGATIVO"])`` -> ``"POSITIVO"``; ``None`` if no
+    label appears.
+    """
+    folded = _fold(text)
+    best = None
+    for label in labels:
+        match = re.search(rf"\b{re.escape(_fold(label))}\b", folded)
+        if match and (best is None or match.start() < best[0]):
+            best = (match.start(), label)
+    return best[1] if best else None
+
+
+@dataclass
+class Turn:
+    """One exchange of a :class:`Conversation`, with what it cost."""
+
+    user: str
+    assistant: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
+@dataclass
+class Conversation:
+    """A multi-turn chat that sends the whole history on every turn.
+
+    The model has no memory between calls: the conversation *is* the list of messages.
+    """
+
+    llm: object
+    system: str | None = None
+    messages: list[dict] = field(default_factory=list)
+    turns: list[Turn] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.system and not self.messages:
+            self.messages.append({"role": "system", "content": self.system})
+
+    def ask(self, content: str, **kwargs) -> str:
+        """Send ``content`` with the history; store and return the answer."""
+        kwargs.setdefault("temperature", 0)
+        kwargs.setdefault("max_tokens", 128)
+        request = self.messages + [{"role": "user", "content": content}]
+        out = self.llm.create_chat_completion(messages=validate_messages(request), **kwargs)
+        answer = out["choices"][0]["message"]["content"] or ""
+        self.messages = request + [{"role": "assistant", "content": answer}]
+        self.turns.append(Turn(content, answer, out["usage"]["prompt_tokens"],
+                               out["usage"]["completion_tokens"], out["choices"][0]["finish_reason"]))
+        return answer

@@ -1,0 +1,93 @@
+import pytest
+from llama_cpp.llama_chat_format import format_llama3
+
+import course_utils as cu
+from course_utils import prompts as P
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "¿Cuál es la capital de México?"}],
+    [{"role": "system", "content": "Eres un asistente útil."},
+     {"role": "user", "content": "¿Cuál es la capital de México?"}],
+    [{"role": "system", "content": "Responde en una frase."},
+     {"role": "user", "content": "Hola"},
+     {"role": "assistant", "content": "¡Hola! ¿En qué puedo ayudarte?"},
+     {"role": "user", "content": "Dime un color."}],
+]
+
+
+@pytest.mark.parametrize("messages", CONVERSATIONS)
+def test_builder_matches_metas_template(messages):
+    reference = P.render_template(P.LLAMA3_CHAT_TEMPLATE, messages, bos_token=P.LLAMA3_BOS)
+    assert P.llama3_prompt(messages) == reference
+
+
+@pytest.mark.parametrize("messages", CONVERSATIONS)
+def test_builder_matches_llama_cpp_llama3_format(messages):
+    # llama-cpp-python's "llama-3" format leaves <|begin_of_text|> to the tokenizer (add_bos)
+    assert P.llama3_prompt(messages, bos=False) == format_llama3(messages).prompt
+    assert format_llama3(messages).stop == P.LLAMA3_EOT
+
+
+def test_builder_without_generation_prompt():
+    messages = CONVERSATIONS[0]
+    ref = P.render_template(P.LLAMA3_CHAT_TEMPLATE, messages, bos_token=P.LLAMA3_BOS,
+                            add_generation_prompt=False)
+    assert P.llama3_prompt(messages, add_generation_prompt=False) == ref
+    assert ref.endswith("<|eot_id|>")
+
+
+def test_exact_string_of_the_seed_example():
+    prompt = P.llama3_prompt(CONVERSATIONS[1])
+    assert prompt == (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nEres un asistente útil."
+        "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n¿Cuál es la capital de México?"
+        "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+
+
+def test_whitespace_is_trimmed_like_meta_but_not_like_llama_cpp():
+    messages = [{"role": "user", "content": "  hola \n"}]
+    assert "\n\nhola<|eot_id|>" in P.llama3_prompt(messages)
+    assert "\n\n  hola \n<|eot_id|>" in format_llama3(messages).prompt
+
+
+def test_special_tokens_are_single_ids_in_the_real_tokenizer():
+    tok = cu.load_llama3_tokenizer()
+    ids = tok.encode(P.llama3_prompt(CONVERSATIONS[1]), add_special_tokens=False).ids
+    assert ids[0] == 128000 and ids.count(128006) == 3 and ids.count(128009) == 2
+    assert ids[-2:] == [128007, 271]  # <|end_header_id|> + "\n\n"
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([], "no vacía"),
+    ([{"role": "user"}], "claves"),
+    ([{"role": "bot", "content": "x"}], "roles válidos"),
+    ([{"role": "user", "content": 3}], "texto"),
+    ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}], "primero"),
+])
+def test_bad_messages_get_clear_errors(bad, match):
+    with pytest.raises(P.PromptFormatError, match=match):
+        P.llama3_prompt(bad)
+
+
+def test_few_shot_prompt_layout():
+    prompt = P.few_shot_prompt("Clasifica el sentimiento:", [("Me encantó", "Positivo")], "Malo")
+    assert prompt == ('Clasifica el sentimiento:\n\nTexto: "Me encantó"\nSentimiento: Positivo\n\n'
+                      'Texto: "Malo"\nSentimiento:')
+
+
+@pytest.mark.parametrize("text, expected", [
+    (" Positivo", "POSITIVO"), ("**NEGATIVO**.", "NEGATIVO"), ("Es neutral", "NEUTRAL"),
+    ("positivo... o negativo", "POSITIVO"), ("no sé", None), ("Positivamente", None),
+])
+def test_parse_label(text, expected):
+    assert P.parse_label(text, ["POSITIVO", "NEGATIVO", "NEUTRAL"]) == expected
+
+
+def test_conversation_keeps_history():
+    llm = cu.load_llm(n_ctx=1024)
+    chat = P.Conversation(llm, system="You are a helpful assistant.")
+    chat.ask("My name is Ana.", max_tokens=16)
+    chat.ask("What is my name?", max_tokens=16)
+    assert [m["role"] for m in chat.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert chat.turns[1].prompt_tokens > chat.turns[0].prompt_tokens
