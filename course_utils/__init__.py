@@ -3,7 +3,7 @@
 The notebooks import this package as ``import course_utils as cu``.
 """
 
-from . import bench, exercises, tokens
+from . import bench, exercises, prompts, tokens
 from .display import wrap
 from .catalog import MODELS, ModelSpec
 from .errors import (

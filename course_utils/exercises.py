@@ -57,6 +57,31 @@ def _llama3_digits(answer) -> tuple[bool, str]:
     return False, "No es correcto. Pista: Llama 3 parte los números en grupos de hasta 3 dígitos."
 
 
+#: The conversation of chapter 3's exercise.
+CH03_MESSAGES = [
+    {"role": "system", "content": "Eres un guía turístico de Oaxaca."},
+    {"role": "user", "content": "¿Qué plato típico me recomiendas?"},
+]
+
+
+@_register("llama3_prompt")
+def _llama3_prompt(answer) -> tuple[bool, str]:
+    """The Llama 3 prompt of :data:`CH03_MESSAGES`, ready for the assistant to answer."""
+    from .prompts import llama3_prompt
+
+    right = llama3_prompt(CH03_MESSAGES)
+    if answer == right:
+        return True, "Correcto: idéntico a la plantilla oficial de Llama 3."
+    if not answer.startswith("<|begin_of_text|>"):
+        return False, "Falta <|begin_of_text|> al principio."
+    if answer == right.rstrip("\n"):
+        return False, "Casi: tras el último <|end_header_id|> van dos saltos de línea (\\n\\n)."
+    if answer.count("<|eot_id|>") != right.count("<|eot_id|>"):
+        return False, "Cada mensaje termina con <|eot_id|>; la cabecera final del asistente, no."
+    first = next(i for i, (a, b) in enumerate(zip(answer, right)) if a != b) if len(answer) else 0
+    return False, f"Difiere a partir del carácter {first}: {answer[first:first + 30]!r} frente a {right[first:first + 30]!r}."
+
+
 def check(name: str, answer) -> bool | None:
     """Check ``answer`` for exercise ``name``; prints the verdict and returns it."""
     if name not in _CHECKS:

@@ -31,3 +31,16 @@ def test_llama3_digits(capsys):
     assert "123 | 456 | 789 | 0" in capsys.readouterr().out
     assert exercises.check("llama3_digits", 10) is False
     assert "SmolLM2" in capsys.readouterr().out
+
+
+def test_llama3_prompt_exercise(capsys):
+    from course_utils.prompts import llama3_prompt
+
+    right = llama3_prompt(exercises.CH03_MESSAGES)
+    assert exercises.check("llama3_prompt", right) is True
+    assert exercises.check("llama3_prompt", right.rstrip("\n")) is False
+    assert "dos saltos" in capsys.readouterr().out
+    assert exercises.check("llama3_prompt", right[len("<|begin_of_text|>"):]) is False
+    assert "Falta" in capsys.readouterr().out
+    assert exercises.check("llama3_prompt", right.replace("Oaxaca", "Puebla")) is False
+    assert "Difiere" in capsys.readouterr().out
