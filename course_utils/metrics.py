@@ -1,0 +1,43 @@
+"""Text metrics for comparing generations: diversity and repetition, measured on words."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words (runs of letters/digits)."""
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def ngrams(items: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(items[i:i + n]) for i in range(len(items) - n + 1)]
+
+
+def distinct_n(texts: list[str], n: int = 2) -> float:
+    """Distinct n-grams / total n-grams over all ``texts`` (1.0 = nothing repeats anywhere).
+
+    The standard diversity measure for sampling (Li et al., 2016). 0.0 if there are no n-grams.
+    """
+    grams = [g for t in texts for g in ngrams(words(t), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def unique_fraction(texts: list[str]) -> float:
+    """Share of different texts among ``texts`` (1/len when all are identical)."""
+    if not texts:
+        return 0.0
+    return len({t.strip() for t in texts}) / len(texts)
+
+
+def repetition_rate(text: str, n: int = 3) -> float:
+    """Share of the n-grams of one text that already appeared earlier in it (0 = no loops)."""
+    grams = ngrams(words(text), n)
+    if not grams:
+        return 0.0
+    counts = Counter(grams)
+    repeated = sum(c - 1 for c in counts.values())
+    return repeated / len(grams)
