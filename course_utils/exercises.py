@@ -82,6 +82,26 @@ def _llama3_prompt(answer) -> tuple[bool, str]:
     return False, f"Difiere a partir del carácter {first}: {answer[first:first + 30]!r} frente a {right[first:first + 30]!r}."
 
 
+#: The distribution of chapter 4's exercise (already sorted, sums to 1).
+CH04_PROBS = (0.35, 0.25, 0.15, 0.10, 0.08, 0.07)
+
+
+@_register("top_p_count")
+def _top_p_count(answer) -> tuple[bool, str]:
+    """How many tokens of :data:`CH04_PROBS` survive top_p = 0.7 (llama.cpp's rule)."""
+    import numpy as np
+
+    from .sampling import top_p_mask
+
+    right = int(top_p_mask(np.array(CH04_PROBS), 0.7).sum())
+    if int(answer) == right:
+        return True, f"Correcto: {right} tokens (0,35 + 0,25 + 0,15 = 0,75 ≥ 0,7)."
+    if int(answer) == right - 1:
+        return False, ("Te quedaste uno corto: llama.cpp conserva también el token con el que "
+                       "la suma acumulada alcanza o supera top_p.")
+    return False, "No es correcto. Suma las probabilidades de mayor a menor hasta llegar a 0,7."
+
+
 def check(name: str, answer) -> bool | None:
     """Check ``answer`` for exercise ``name``; prints the verdict and returns it."""
     if name not in _CHECKS:

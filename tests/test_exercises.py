@@ -44,3 +44,9 @@ def test_llama3_prompt_exercise(capsys):
     assert "Falta" in capsys.readouterr().out
     assert exercises.check("llama3_prompt", right.replace("Oaxaca", "Puebla")) is False
     assert "Difiere" in capsys.readouterr().out
+
+
+def test_top_p_count(capsys):
+    assert exercises.check("top_p_count", 3) is True
+    assert exercises.check("top_p_count", 2) is False
+    assert "corto" in capsys.readouterr().out
