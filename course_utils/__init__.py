@@ -3,7 +3,7 @@
 The notebooks import this package as ``import course_utils as cu``.
 """
 
-from . import bench, exercises, metrics, presets, prompts, sampling, tokens
+from . import bench, exercises, memory, metrics, presets, prompts, quantization, sampling, tokens
 from .display import wrap
 from .catalog import MODELS, ModelSpec
 from .errors import (

@@ -1,0 +1,123 @@
+import os
+
+import numpy as np
+import pytest
+
+import course_utils as cu
+from course_utils import memory as MEM
+from course_utils import quantization as Q
+from course_utils.architecture import LLAMA_31_8B
+
+
+@pytest.fixture(scope="module")
+def f16(tmp_path_factory):
+    out = tmp_path_factory.mktemp("q") / "smol-f16.gguf"
+    return Q.quantize(cu.bundled_model_path(), out, "F16", allow_requantize=True)
+
+
+def test_f16_from_the_bundled_model(f16):
+    assert f16.path.is_file() and not Q.is_quantized(f16.path)
+    assert f16.bits_per_weight == pytest.approx(16, abs=0.1)
+    assert Q.is_quantized(cu.bundled_model_path())
+
+
+def test_quantize_to_q8_0_and_load(f16, tmp_path):
+    q8 = Q.quantize(f16.path, tmp_path / "q8.gguf", "q8_0")
+    assert q8.qtype == "Q8_0" and q8.size_bytes < f16.size_bytes / 1.8
+    assert Q.tensor_types(q8.path).get("Q8_0", 0) > 0.99
+    llm = cu.load_llm(str(q8.path), n_ctx=256)
+    assert llm("Hello", max_tokens=2)["usage"]["completion_tokens"] >= 1
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(cu.ModelNotFoundError):
+        Q.quantize(tmp_path / "nada.gguf", tmp_path / "out.gguf", "Q8_0")
+    assert not (tmp_path / "out.gguf").exists()
+
+
+def test_unknown_type(f16, tmp_path):
+    with pytest.raises(Q.QuantizationError, match="Tipos válidos"):
+        Q.quantize(f16.path, tmp_path / "out.gguf", "Q7_X")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_requantize_refused_without_saying_so(tmp_path):
+    with pytest.raises(Q.QuantizationError, match="ya está cuantizado"):
+        Q.quantize(cu.bundled_model_path(), tmp_path / "out.gguf", "Q4_K_M")
+    assert list(tmp_path.iterdir()) == []  # no partial file
+
+
+def test_failed_run_leaves_no_partial_file(tmp_path):
+    good = cu.bundled_model_path().read_bytes()
+    truncated = tmp_path / "cortado.gguf"
+    truncated.write_bytes(good[:1_000_000])  # a valid header, then nothing
+    with pytest.raises(Q.QuantizationError, match="no pudo cuantizar"):
+        Q.quantize(truncated, tmp_path / "out.gguf", "Q8_0", allow_requantize=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cortado.gguf"]
+
+
+def test_same_input_and_output(f16):
+    with pytest.raises(Q.QuantizationError, match="mismo"):
+        Q.quantize(f16.path, f16.path, "Q8_0")
+
+
+def test_perplexity_and_kl(f16):
+    llm = cu.load_llm(str(f16.path), n_ctx=256, logits_all=True)
+    tokens, lp = Q.token_logprobs(llm, "The cat sat on the mat. The cat sat on the mat.")
+    assert lp.shape == (len(tokens) - 1, llm.n_vocab())
+    assert np.allclose(np.exp(lp).sum(-1), 1, atol=1e-3)
+    assert 1 < Q.perplexity(tokens, lp) < 1000
+    same = Q.compare_logprobs(lp, lp)
+    assert same["kl"] == pytest.approx(0, abs=1e-6) and same["top1"] == 1.0
+
+
+# --------------------------------------------------------------------------- calculator
+
+
+def test_effective_bpw_reproduces_the_8b_files():
+    for quant, size in MEM.PUBLISHED_SIZES_8B.items():
+        est = MEM.estimate_memory(LLAMA_31_8B, quant).weights / MEM.GB
+        assert est == pytest.approx(size, rel=1e-9)
+
+
+def test_calculator_predicts_the_70b_files_it_has_not_seen():
+    assert MEM.LLAMA_31_70B.n_params == pytest.approx(70.55e9, rel=0.002)
+    for quant, size in MEM.PUBLISHED_SIZES_70B.items():
+        est = MEM.estimate_memory(MEM.LLAMA_31_70B, quant).weights / MEM.GB
+        assert est == pytest.approx(size, rel=0.08), quant
+
+
+def test_seed_exercise_8b_q4_vs_q8():
+    q4 = MEM.estimate_memory(LLAMA_31_8B, "Q4_K_M", n_ctx=8192)
+    q8 = MEM.estimate_memory(LLAMA_31_8B, "Q8_0", n_ctx=8192)
+    assert q4.kv_cache == 1024**3 and q4.total < q8.total
+    assert 6 < q4.total / MEM.GB < 7 and 10 < q8.total / MEM.GB < 11
+
+
+def test_largest_quant_that_fits():
+    assert MEM.largest_quant_that_fits(LLAMA_31_8B, 20 * MEM.GIB) == "Q8_0"
+    assert MEM.largest_quant_that_fits(LLAMA_31_8B, 20 * MEM.GIB, include_f16=True) == "F16"
+    assert MEM.largest_quant_that_fits(LLAMA_31_8B, 6.5 * MEM.GIB) == "Q4_K_M"
+    assert MEM.largest_quant_that_fits(LLAMA_31_8B, 2 * MEM.GIB) is None
+    with pytest.raises(ValueError, match="Opciones"):
+        MEM.estimate_memory(LLAMA_31_8B, "Q9")
+
+
+def test_numpy_quantizers():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(8, 64)).astype(np.float32)
+    e8 = np.abs(Q.absmax_quantize(w, 8) - w).mean()
+    e4 = np.abs(Q.absmax_quantize(w, 4) - w).mean()
+    e8_tensor = np.abs(Q.absmax_quantize(w, 8, block_size=None) - w).mean()
+    assert e8 < e4 and e8 <= e8_tensor
+    assert np.abs(Q.minmax_quantize(w, 4) - w).mean() < e4  # 16 levels vs 15 used + a min
+    assert Q.absmax_quantize(np.zeros(32), 4).tolist() == [0.0] * 32
+    with pytest.raises(ValueError, match="múltiplo"):
+        Q.absmax_quantize(np.ones(33), 8, block_size=32)
+
+
+def test_read_tensor(f16):
+    w = Q.read_tensor(f16.path, "blk.0.ffn_gate.weight")
+    assert w.shape == (1536, 576) and w.dtype == np.float32
+    with pytest.raises(KeyError):
+        Q.read_tensor(f16.path, "nope")
