@@ -102,6 +102,23 @@ def _top_p_count(answer) -> tuple[bool, str]:
     return False, "No es correcto. Suma las probabilidades de mayor a menor hasta llegar a 0,7."
 
 
+@_register("mem_70b_q4_32k")
+def _mem_70b_q4_32k(answer) -> tuple[bool, str]:
+    """Total memory (decimal GB) of Llama 3.1 70B in Q4_K_M with n_ctx = 32768."""
+    from .memory import GB, LLAMA_31_70B, estimate_memory
+
+    est = estimate_memory(LLAMA_31_70B, "Q4_K_M", n_ctx=32768)
+    right, value = est.total / GB, float(answer)
+    fits = "sí cabe" if right <= 48 else "no cabe"
+    if abs(value - right) <= 0.02 * right:
+        return True, f"Correcto: ≈ {right:.1f} GB; en una GPU de 48 GB {fits} (por poco)."
+    if abs(value - est.weights / GB) <= 0.02 * right:
+        return False, "Solo contaste los pesos: suma la KV cache de 32 K tokens y el extra."
+    if abs(value - est.total / 1024**3) <= 0.02 * right:
+        return False, "Tu número está en GiB; la pregunta pide GB (10^9 bytes)."
+    return False, "No es correcto. Usa estimate_memory(LLAMA_31_70B, 'Q4_K_M', n_ctx=32768).total."
+
+
 def check(name: str, answer) -> bool | None:
     """Check ``answer`` for exercise ``name``; prints the verdict and returns it."""
     if name not in _CHECKS:

@@ -50,3 +50,12 @@ def test_top_p_count(capsys):
     assert exercises.check("top_p_count", 3) is True
     assert exercises.check("top_p_count", 2) is False
     assert "corto" in capsys.readouterr().out
+
+
+def test_mem_70b_exercise(capsys):
+    from course_utils import memory as mem
+
+    est = mem.estimate_memory(mem.LLAMA_31_70B, "Q4_K_M", n_ctx=32768)
+    assert exercises.check("mem_70b_q4_32k", est.total / mem.GB) is True
+    assert exercises.check("mem_70b_q4_32k", est.weights / mem.GB) is False
+    assert "KV cache" in capsys.readouterr().out
