@@ -3,7 +3,20 @@
 The notebooks import this package as ``import course_utils as cu``.
 """
 
-from . import bench, exercises, memory, metrics, presets, prompts, quantization, sampling, tokens
+from . import (
+    bench,
+    exercises,
+    finetune,
+    gguf_export,
+    memory,
+    metrics,
+    presets,
+    prompts,
+    quantization,
+    sampling,
+    sft_data,
+    tokens,
+)
 from .display import wrap
 from .catalog import MODELS, ModelSpec
 from .errors import (

@@ -41,3 +41,22 @@ def repetition_rate(text: str, n: int = 3) -> float:
     counts = Counter(grams)
     repeated = sum(c - 1 for c in counts.values())
     return repeated / len(grams)
+
+
+def classification_report(gold: list[str], pred: list[str | None], labels: list[str]) -> dict:
+    """Accuracy and per-class precision, recall and F1. ``None`` predictions (unparseable
+    answers) count as wrong for every class."""
+    if len(gold) != len(pred):
+        raise ValueError("gold y pred deben tener la misma longitud.")
+    report = {"accuracy": sum(g == p for g, p in zip(gold, pred)) / len(gold) if gold else 0.0,
+              "sin etiqueta": sum(p is None for p in pred)}
+    for label in labels:
+        tp = sum(g == label and p == label for g, p in zip(gold, pred))
+        predicted = sum(p == label for p in pred)
+        actual = sum(g == label for g in gold)
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        report[label] = {"precision": precision, "recall": recall, "f1": f1, "n": actual}
+    report["macro_f1"] = sum(report[label]["f1"] for label in labels) / len(labels)
+    return report

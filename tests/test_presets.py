@@ -64,3 +64,14 @@ def test_sample_many_is_reproducible_and_ab_test_runs(capsys):
     assert [r["preset"] for r in rows] == ["factual", "brainstorming"]
     assert rows[0]["respuestas distintas"] == pytest.approx(1 / 3)  # greedy: always the same
     assert "distinct-2" in capsys.readouterr().out
+
+
+def test_classification_report():
+    gold = ["POS", "POS", "NEG", "NEU"]
+    pred = ["POS", "NEG", "NEG", None]
+    r = M.classification_report(gold, pred, ["POS", "NEG", "NEU"])
+    assert r["accuracy"] == 0.5 and r["sin etiqueta"] == 1
+    assert r["POS"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(2 / 3), "n": 2}
+    assert r["NEG"]["precision"] == 0.5 and r["NEU"]["f1"] == 0.0
+    with pytest.raises(ValueError):
+        M.classification_report(["a"], [], ["a"])

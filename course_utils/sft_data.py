@@ -1,0 +1,181 @@
+"""Data for supervised fine-tuning: create, validate and split JSONL files.
+
+Two formats, as in the course notes:
+
+* **instruction** (one JSON object per line): ``{"instruction", "input", "output"}``;
+* **conversational**: ``{"messages": [{"role": ..., "content": ...}, ...]}``.
+
+``validate_jsonl`` reports *every* problem with its line number and never modifies the file.
+``split_dataset`` is reproducible (fixed seed) and keeps the class balance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .errors import CourseError
+
+INSTRUCTION_KEYS = ("instruction", "input", "output")
+ROLES = ("system", "user", "assistant")
+
+
+class DataFormatError(CourseError, ValueError):
+    """A dataset that cannot be used as it is."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    line: int
+    kind: str  #: "json", "object", "missing", "empty", "duplicate", "messages"
+    message: str
+
+    def __str__(self) -> str:
+        return f"línea {self.line}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    path: Path
+    n_lines: int
+    n_valid: int
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def counts(self) -> dict[str, int]:
+        return dict(Counter(p.kind for p in self.problems))
+
+    def __str__(self) -> str:
+        head = (f"{self.path.name}: {self.n_lines} líneas, {self.n_valid} válidas, "
+                f"{len(self.problems)} problemas")
+        return "\n".join([head] + [f"  - {p}" for p in self.problems])
+
+
+def _check_messages(data: dict) -> str | None:
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "'messages' debe ser una lista no vacía"
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            return f"el mensaje {i} necesita 'role' ({', '.join(ROLES)}) y 'content' (texto)"
+    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+        return "el último mensaje debe ser del asistente y no estar vacío"
+    return None
+
+
+def validate_jsonl(path: str | os.PathLike, fmt: str = "instruction") -> ValidationReport:
+    """Check a JSONL file line by line; the file is only read.
+
+    ``fmt`` is ``"instruction"`` or ``"messages"``. Reports invalid JSON, lines that are not
+    objects, missing keys, empty outputs and duplicates (same instruction and input, or same
+    conversation), each with its line number.
+    """
+    if fmt not in ("instruction", "messages"):
+        raise ValueError("fmt debe ser 'instruction' o 'messages'.")
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"No encuentro el archivo de datos '{path}'.")
+    problems: list[Problem] = []
+    first_seen: dict[str, int] = {}
+    n_lines = n_valid = 0
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            n_lines += 1
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(Problem(number, "json", f"JSON inválido ({exc.msg})"))
+                continue
+            if not isinstance(data, dict):
+                problems.append(Problem(number, "object", "cada línea debe ser un objeto JSON {...}"))
+                continue
+            if fmt == "instruction":
+                missing = [k for k in INSTRUCTION_KEYS if k not in data]
+                if missing:
+                    problems.append(Problem(number, "missing", f"faltan las claves {', '.join(missing)}"))
+                    continue
+                if not str(data["output"]).strip():
+                    problems.append(Problem(number, "empty", "'output' está vacío"))
+                    continue
+                key = json.dumps([data["instruction"].strip(), data["input"].strip()], ensure_ascii=False)
+            else:
+                error = _check_messages(data)
+                if error:
+                    problems.append(Problem(number, "messages", error))
+                    continue
+                key = json.dumps([(m["role"], m["content"].strip()) for m in data["messages"][:-1]],
+                                 ensure_ascii=False)
+            if key in first_seen:
+                problems.append(Problem(number, "duplicate", f"duplicado de la línea {first_seen[key]}"))
+                continue
+            first_seen[key] = number
+            n_valid += 1
+    return ValidationReport(path, n_lines, n_valid, problems)
+
+
+def read_jsonl(path: str | os.PathLike, fmt: str = "instruction") -> list[dict]:
+    """Load a JSONL file, refusing it (with every problem listed) if it does not validate."""
+    report = validate_jsonl(path, fmt)
+    if not report.ok:
+        raise DataFormatError(f"El archivo no es válido; corrige estas líneas:\n{report}")
+    with Path(path).open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_jsonl(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Write rows as UTF-8 JSONL (one object per line, accents kept as they are)."""
+    path = Path(path)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def to_messages(row: dict, system: str | None = None) -> dict:
+    """Instruction format -> conversational format."""
+    user = row["instruction"].strip()
+    if row.get("input", "").strip():
+        user += "\n\n" + row["input"].strip()
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+    return {"messages": messages}
+
+
+def split_dataset(rows: list[dict], test_fraction: float = 0.2, seed: int = 0,
+                  stratify: str | None = "output") -> tuple[list[dict], list[dict]]:
+    """Reproducible train/test split that keeps each class's share (``stratify`` key)."""
+    if not 0 < test_fraction < 1:
+        raise ValueError("test_fraction debe estar entre 0 y 1.")
+    groups: dict = defaultdict(list)
+    for row in rows:
+        groups[row.get(stratify) if stratify else None].append(row)
+    rng = random.Random(seed)
+    train, test = [], []
+    for key in sorted(groups, key=str):
+        items = groups[key][:]
+        rng.shuffle(items)
+        n_test = round(len(items) * test_fraction)
+        test += items[:n_test]
+        train += items[n_test:]
+    rng.shuffle(train)
+    rng.shuffle(test)
+    return train, test
+
+
+def sentiment_dataset() -> list[dict]:
+    """The course's Spanish sentiment dataset (POSITIVO / NEGATIVO / NEUTRAL)."""
+    ref = resources.files("course_utils").joinpath("data/sentimiento.jsonl")
+    with resources.as_file(ref) as path:
+        return read_jsonl(path)
+
+
+def class_balance(rows: list[dict], key: str = "output") -> dict[str, int]:
+    return dict(sorted(Counter(r[key] for r in rows).items()))
