@@ -5,6 +5,7 @@ The notebooks import this package as ``import course_utils as cu``.
 
 from . import (
     bench,
+    evaluation,
     exercises,
     finetune,
     gguf_export,

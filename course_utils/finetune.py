@@ -151,11 +151,16 @@ def load_torch_from_gguf(path: str | Path):
 
 
 def _conversations(rows: list[dict], system: str | None) -> "object":
+    """Conversational prompt-completion examples: TRL computes the loss on the answer only."""
     from datasets import Dataset
 
     from .sft_data import to_messages
 
-    return Dataset.from_list([to_messages(r, system) for r in rows])
+    examples = []
+    for row in rows:
+        messages = to_messages(row, system)["messages"]
+        examples.append({"prompt": messages[:-1], "completion": messages[-1:]})
+    return Dataset.from_list(examples)
 
 
 def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None,
@@ -187,7 +192,7 @@ def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[di
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
         learning_rate=config.learning_rate, lr_scheduler_type="linear", warmup_ratio=0.05,
         logging_steps=2, eval_strategy="epoch" if eval_rows else "no", save_strategy="no",
-        max_length=config.max_length, assistant_only_loss=False, completion_only_loss=None,
+        max_length=config.max_length,
         bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), seed=config.seed,
         report_to=[], disable_tqdm=False, dataloader_num_workers=0,
     )

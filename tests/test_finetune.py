@@ -1,0 +1,92 @@
+import numpy as np
+import pytest
+
+import course_utils as cu
+from course_utils import finetune as F
+from course_utils import gguf_export as G
+from course_utils.architecture import LLAMA_31_8B, ArchSpec
+
+from .conftest import COLAB_T4, CPU_8GB
+
+
+def test_lora_parameters_by_hand():
+    smol = ArchSpec.from_gguf(cu.bundled_model_path())
+    # q_proj: r*(576+576), v_proj: r*(576+192), 30 layers
+    assert F.lora_parameters(smol, 8, ("q_proj", "v_proj")) == 30 * 8 * (1152 + 768)
+    assert F.lora_parameters(LLAMA_31_8B, 16) == 41_943_040  # the usual "~42M" for r=16
+    with pytest.raises(ValueError, match="desconocidos"):
+        F.lora_parameters(smol, 8, ("q_proj", "nope"))
+
+
+def test_training_memory_orders_the_methods():
+    full, lora, qlora = (F.training_memory(LLAMA_31_8B, m, r=16) for m in ("full", "lora", "qlora"))
+    assert full["bytes"] > 100e9 and lora["bytes"] < 20e9 and qlora["bytes"] < 6e9
+    assert lora["trainable_share"] < 0.01 and full["trainable_share"] == 1
+    with pytest.raises(ValueError):
+        F.training_memory(LLAMA_31_8B, "magic")
+
+
+@pytest.mark.parametrize("hw, installed, prefer, expected", [
+    (CPU_8GB, False, None, "peft"),
+    (CPU_8GB, True, None, "peft"),        # Unsloth installed but no GPU
+    (COLAB_T4, True, None, "unsloth"),
+    (COLAB_T4, False, None, "peft"),      # GPU without Unsloth: PEFT on the GPU
+    (COLAB_T4, True, "peft", "peft"),
+])
+def test_backend_choice(hw, installed, prefer, expected):
+    assert F.choose_backend(hw, prefer=prefer, unsloth_installed=installed) == expected
+
+
+@pytest.mark.parametrize("hw, installed, match", [
+    (CPU_8GB, True, "GPU NVIDIA"), (COLAB_T4, False, "no está instalado")])
+def test_unsloth_where_it_cannot_run(hw, installed, match):
+    with pytest.raises(F.FineTuneError, match=match):
+        F.choose_backend(hw, prefer="unsloth", unsloth_installed=installed)
+    with pytest.raises(F.FineTuneError, match="desconocido"):
+        F.choose_backend(hw, prefer="tensorflow", unsloth_installed=installed)
+
+
+# --------------------------------------------------------------------------- GGUF export
+
+
+def test_gguf_names():
+    assert G.gguf_name("model.layers.3.self_attn.q_proj.weight") == "blk.3.attn_q.weight"
+    assert G.gguf_name("model.layers.0.mlp.down_proj.weight") == "blk.0.ffn_down.weight"
+    assert G.gguf_name("model.embed_tokens.weight") == "token_embd.weight"
+    with pytest.raises(KeyError):
+        G.gguf_name("model.layers.0.self_attn.rotary_emb.inv_freq")
+
+
+def test_permutation_is_the_inverse_of_transformers_gguf_loader():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(9 * 64, 576)).astype(np.float32)
+    permuted = G.permute_for_llama_cpp(w, 9)
+
+    def reverse(x, n_head):  # what transformers does when it reads a GGUF
+        return x.reshape(n_head, x.shape[0] // n_head // 2, 2, *x.shape[1:]).swapaxes(2, 1).reshape(x.shape)
+
+    assert np.array_equal(reverse(permuted, 9), w) and not np.array_equal(permuted, w)
+
+
+@pytest.fixture(scope="module")
+def torch_model():
+    return F.load_torch_from_gguf(cu.bundled_model_path())
+
+
+def test_export_round_trip_agrees_with_llama_cpp(torch_model, tmp_path_factory):
+    model, _ = torch_model
+    out = G.export_gguf(model, cu.bundled_model_path(), tmp_path_factory.mktemp("x") / "smol.gguf")
+    check = G.compare_with_llama_cpp(model, out, ["Hola, ¿qué tal?", "The capital of France is"])
+    assert check["top1_agree"] == 2 and check["max_rel_diff"] < 0.01
+    llm = cu.load_llm(str(out), n_ctx=256)
+    assert llm.metadata["tokenizer.chat_template"] == cu.load_llm(n_ctx=256).metadata[
+        "tokenizer.chat_template"]
+
+
+def test_export_refuses_a_mismatched_template(torch_model, tmp_path):
+    model, _ = torch_model
+    with pytest.raises(G.ExportError, match="arquitectura 'llama'"):
+        G.export_gguf(model, cu.base_model_path(), tmp_path / "x.gguf")  # Gemma, not llama
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(cu.ModelNotFoundError):
+        G.export_gguf(model, tmp_path / "nada.gguf", tmp_path / "x.gguf")
