@@ -38,7 +38,7 @@ def pad_n_ctx(n_ctx: int) -> int:
 
 @contextlib.contextmanager
 def quiet_stderr(enabled: bool = True):
-    """Silence the C library's stderr (file descriptor 2) inside the block.
+    """Silence llama.cpp's messages inside the block.
 
     llama.cpp prints some messages even with ``verbose=False`` (e.g. Gemma 3's
     ``llama_kv_cache_iswa: using full-size SWA cache``); they would end up in the rendered pages.
@@ -46,19 +46,21 @@ def quiet_stderr(enabled: bool = True):
     if not enabled:
         yield
         return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real fd 2 (some embedded interpreters)
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
+    # llama-cpp-python forwards llama.cpp's log to Python's sys.stderr (its log callback), and
+    # the C library may also write to file descriptor 2 directly: silence both.
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        try:
+            sys.__stderr__.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no real fd 2 (embedded interpreters)
+            yield
+            return
+        try:
             os.dup2(devnull.fileno(), 2)
             yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class CourseLlama(Llama):

@@ -15,7 +15,7 @@ def classify(llm, row: dict, labels: list[str], system: str | None = None,
 
     ``max_tokens`` must cover the longest label: "NEGATIVO" is 3–4 tokens in SmolLM2's vocabulary.
     """
-    messages = to_messages(row, system)["messages"][:-1]
+    messages = to_messages({**row, "output": row.get("output", "")}, system)["messages"][:-1]
     out = llm.create_chat_completion(messages=messages, max_tokens=max_tokens, temperature=0)
     text = out["choices"][0]["message"]["content"] or ""
     return parse_label(text, labels), text

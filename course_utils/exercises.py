@@ -119,6 +119,24 @@ def _mem_70b_q4_32k(answer) -> tuple[bool, str]:
     return False, "No es correcto. Usa estimate_memory(LLAMA_31_70B, 'Q4_K_M', n_ctx=32768).total."
 
 
+@_register("lora_qv_r8")
+def _lora_qv_r8(answer) -> tuple[bool, str]:
+    """LoRA parameters with r=8 on q_proj and v_proj of the bundled model."""
+    from .architecture import ArchSpec
+    from .finetune import lora_parameters
+    from .models import bundled_model_path
+
+    right = lora_parameters(ArchSpec.from_gguf(bundled_model_path()), 8, ("q_proj", "v_proj"))
+    value = int(answer)
+    if value == right:
+        return True, f"Correcto: {right:,} parámetros."
+    if value == 30 * 8 * (576 + 576) * 2:
+        return False, "v_proj no es 576×576: con GQA su salida es 3 cabezas × 64 = 192."
+    if value * 30 == right:
+        return False, "Eso es una capa: multiplica por las 30 capas."
+    return False, "No es correcto. Pista: r × (d_in + d_out) por matriz, por capa."
+
+
 def check(name: str, answer) -> bool | None:
     """Check ``answer`` for exercise ``name``; prints the verdict and returns it."""
     if name not in _CHECKS:

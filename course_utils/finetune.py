@@ -114,7 +114,7 @@ class LoraConfig:
     targets: tuple[str, ...] = TARGET_MODULES
     learning_rate: float = 1e-3
     epochs: float = 1.0
-    batch_size: int = 8
+    batch_size: int = 4  #: small batches = more updates; with ~250 examples that matters
     max_length: int = 96
     seed: int = 0
     system: str | None = None  #: optional system message in every training conversation

@@ -38,7 +38,8 @@ def test_chapter_01_renders_with_outputs_and_figures(build):
 def test_site_pages_exist(build):
     for page in ("index.html", "book/intro.html", "book/instalacion.html", "book/glosario.html",
                  "notebooks/02_tokens.html", "notebooks/03_formato_de_prompts.html",
-                 "notebooks/04_parametros_de_generacion.html", "notebooks/05_cuantizacion.html"):
+                 "notebooks/04_parametros_de_generacion.html", "notebooks/05_cuantizacion.html",
+                 "notebooks/06_fine_tuning_lora.html"):
         assert (ROOT / "_build/html" / page).is_file(), page
 
 

@@ -59,3 +59,9 @@ def test_mem_70b_exercise(capsys):
     assert exercises.check("mem_70b_q4_32k", est.total / mem.GB) is True
     assert exercises.check("mem_70b_q4_32k", est.weights / mem.GB) is False
     assert "KV cache" in capsys.readouterr().out
+
+
+def test_lora_exercise(capsys):
+    assert exercises.check("lora_qv_r8", 30 * 8 * (1152 + 768)) is True
+    assert exercises.check("lora_qv_r8", 8 * (1152 + 768)) is False
+    assert "30 capas" in capsys.readouterr().out

@@ -121,3 +121,21 @@ def test_read_tensor(f16):
     assert w.shape == (1536, 576) and w.dtype == np.float32
     with pytest.raises(KeyError):
         Q.read_tensor(f16.path, "nope")
+
+
+def test_quantize_prints_nothing(tmp_path, capfd):
+    import subprocess
+    import sys
+
+    code = ("import course_utils as cu, sys; from course_utils import quantization as Q; "
+            f"Q.quantize(cu.bundled_model_path(), {str(tmp_path / 'x.gguf')!r}, 'Q4_K_M', "
+            "allow_requantize=True)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stderr == "" and out.stdout == "", out.stderr[-500:]
+
+
+def test_quantize_prints_nothing_to_python_stderr(f16, tmp_path, capsys):
+    """Like in Jupyter, where sys.stderr is not file descriptor 2."""
+    Q.quantize(f16.path, tmp_path / "q4.gguf", "Q4_K_M")
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
