@@ -1,12 +1,21 @@
-"""Shared fixtures: simulated machines, and a guard that fails any test touching the network."""
+"""Shared fixtures: simulated machines, a guard that fails any test touching the network, and the
+executed website (built once per session)."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from course_utils.hardware import GIB, GpuInfo, HardwareInfo
+
+ROOT = Path(__file__).resolve().parent.parent
+JUPYTER_BOOK = Path(sys.executable).with_name("jupyter-book")
 
 # Simulated hardware profiles for the model ladder's decisions.
 CPU_8GB = HardwareInfo(
@@ -49,3 +58,36 @@ def gpu_build(monkeypatch):
     import llama_cpp
 
     monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: True)
+
+
+# --- The executed website, built once per test session -------------------------------------------
+# Building executes every notebook (~15 minutes on 2 cores), so the book tests and the browser
+# tests share one build. Set COURSE_SITE_HTML to an already built `_build/html` folder to check
+# that site instead of building (quick iteration on the browser tests); the build-log test then
+# skips, saying so.
+SITE_ENV = "COURSE_SITE_HTML"
+
+
+@dataclass
+class SiteBuild:
+    html: Path                 # the folder with index.html
+    returncode: int | None     # None when the site was reused, not built in this session
+    log: str
+
+
+@pytest.fixture(scope="session")
+def build() -> SiteBuild:
+    """The site built like `make site` (executing every notebook), once per session."""
+    reused = os.environ.get(SITE_ENV)
+    if reused:
+        html = Path(reused).resolve()
+        if not (html / "index.html").is_file():
+            pytest.fail(f"{SITE_ENV}={reused} no contiene un sitio construido (falta index.html)")
+        return SiteBuild(html=html, returncode=None, log="")
+    assert JUPYTER_BOOK.exists(), f"jupyter-book no está instalado junto a {sys.executable}"
+    proc = subprocess.run(
+        [str(JUPYTER_BOOK), "build", str(ROOT), "--warningiserror", "--keep-going"],
+        check=False, capture_output=True, text=True, timeout=3000,
+    )
+    return SiteBuild(html=ROOT / "_build" / "html", returncode=proc.returncode,
+                     log=proc.stdout + proc.stderr)
