@@ -73,3 +73,27 @@ def test_notebooks_use_the_course_kernel_name():
     for path in NOTEBOOKS:
         nb = json.loads(path.read_text(encoding="utf-8"))
         assert nb["metadata"]["kernelspec"]["name"] == "python3", path.name
+
+
+def _markdown_sources():
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        for i, cell in enumerate(nb["cells"]):
+            if cell["cell_type"] == "markdown":
+                yield f"{path.name} cell {i}", "".join(cell["source"])
+    for path in sorted((ROOT / "book").glob("*.md")):
+        yield path.name, path.read_text(encoding="utf-8")
+
+
+def test_no_backtick_fenced_directive_has_a_backtick_in_its_title():
+    # CommonMark forbids backticks in the info string of a backtick fence: such a
+    # "directive" is printed as plain text. Use a colon fence (:::{admonition}) instead.
+    bad = []
+    for where, source in _markdown_sources():
+        for line in source.splitlines():
+            stripped = line.lstrip()
+            if stripped.startswith("```") and "{" in stripped:
+                info = stripped.lstrip("`")
+                if info.startswith("{") and "`" in info:
+                    bad.append(f"{where}: {stripped}")
+    assert not bad, "\n".join(bad)
