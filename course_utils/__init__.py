@@ -1,20 +1,27 @@
 """Shared helpers of the course «Working with Llama 3».
 
-The notebooks import this package as ``import course_utils as cu``.
+The notebooks import this package as ``import course_utils as cu``. ``compression`` (torch) is
+not imported here, so that ``import course_utils`` stays fast: ``from course_utils import
+compression``.
 """
 
 from . import (
+    batching,
     bench,
+    context,
     evaluation,
     exercises,
     finetune,
     gguf_export,
+    harness,
     memory,
     metrics,
+    perf,
     presets,
     prompts,
     quantization,
     sampling,
+    server,
     sft_data,
     tokens,
 )

@@ -12,6 +12,7 @@ memory of full fine-tuning, LoRA and QLoRA).
 from __future__ import annotations
 
 import importlib.util
+import os
 import resource
 import sys
 import time
@@ -23,6 +24,20 @@ from .errors import CourseError
 from .hardware import HardwareInfo, detect_hardware
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: Where chapter 06 keeps its fine-tuned model (Q8_0) so that chapter 07 can evaluate it.
+FINETUNED_FILE = "smollm2-135m-sentimiento-lora.Q8_0.gguf"
+
+
+def course_cache_dir() -> Path:
+    """The course's own cache folder: ``$COURSE_CACHE`` or ``~/.cache/curso-llama3``."""
+    return Path(os.environ.get("COURSE_CACHE") or Path.home() / ".cache" / "curso-llama3")
+
+
+def finetuned_model_path() -> Path:
+    """Path of chapter 06's fine-tuned model (it may not exist yet: run chapter 06 first)."""
+    return course_cache_dir() / FINETUNED_FILE
+
+
 #: Unsloth's 4-bit build of the Llama 3.2 1B Instruct model, for the GPU path.
 UNSLOTH_MODEL = "unsloth/Llama-3.2-1B-Instruct-bnb-4bit"
 

@@ -170,6 +170,11 @@ def split_dataset(rows: list[dict], test_fraction: float = 0.2, seed: int = 0,
     return train, test
 
 
+#: The labels and system prompt of the course's sentiment task (chapters 06 and 07).
+SENTIMENT_LABELS = ["POSITIVO", "NEGATIVO", "NEUTRAL"]
+SENTIMENT_SYSTEM = "Eres un clasificador de reseñas."
+
+
 def sentiment_dataset() -> list[dict]:
     """The course's Spanish sentiment dataset (POSITIVO / NEGATIVO / NEUTRAL)."""
     ref = resources.files("course_utils").joinpath("data/sentimiento.jsonl")
@@ -179,3 +184,21 @@ def sentiment_dataset() -> list[dict]:
 
 def class_balance(rows: list[dict], key: str = "output") -> dict[str, int]:
     return dict(sorted(Counter(r[key] for r in rows).items()))
+
+
+def held_out_split(rows: list[dict], per_class: int = 2, val_fraction: float = 0.1,
+                   seed: int = 0) -> tuple[list[dict], list[dict], list[dict], set[str]]:
+    """``(train, val, test, held-out templates)`` for the sentiment dataset.
+
+    The test set is every handwritten review (template ``"manual"``) plus ``per_class`` whole
+    templates of each class that never appear in training, so the test measures understanding,
+    not memory of the templates. The rest is split by :func:`split_dataset`.
+    """
+    templates = sorted({r["template"] for r in rows if r["template"] != "manual"})
+    rng = random.Random(seed)
+    held_out = {t for prefix in ("POS", "NEG", "NEU")
+                for t in rng.sample([t for t in templates if t.startswith(prefix)], per_class)}
+    test = [r for r in rows if r["template"] == "manual" or r["template"] in held_out]
+    rest = [r for r in rows if r["template"] != "manual" and r["template"] not in held_out]
+    train, val = split_dataset(rest, test_fraction=val_fraction, seed=seed)
+    return train, val, test, held_out

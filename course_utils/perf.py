@@ -1,0 +1,180 @@
+"""Measuring llama.cpp on this machine: prompt processing vs generation, threads, batch, context.
+
+Two speeds matter and they behave differently:
+
+* **prompt processing** (``pp``): the whole prompt goes through the model in batches of
+  ``n_batch`` tokens; each weight read from memory serves many tokens, so it is limited by
+  arithmetic (compute-bound);
+* **generation** (``tg``): one token at a time; every token reads *all* the weights once, so
+  its ceiling is memory bandwidth / bytes of weights (memory-bound).
+
+:func:`measure_speed` times both with ``Llama.eval`` directly, like llama.cpp's ``llama-bench``
+(no sampling, no text decoding), so the numbers are the model's, not Python's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import CourseError
+
+#: A neutral text to build prompts of any length (its content does not change the speed).
+FILLER = (
+    "Los modelos de lenguaje procesan texto en tokens. Cada token pasa por todas las capas "
+    "del modelo, y en cada capa se leen sus pesos de la memoria. "
+)
+
+
+class BenchmarkSetupError(CourseError, ValueError):
+    """A measurement asked for more tokens than the context window holds."""
+
+
+@dataclass(frozen=True)
+class Speed:
+    """One measurement: ``n_prompt`` tokens processed, then ``n_gen`` tokens generated."""
+
+    n_prompt: int
+    n_gen: int
+    prompt_seconds: float
+    gen_seconds: float
+
+    @property
+    def pp(self) -> float:
+        """Prompt processing, tokens per second."""
+        return self.n_prompt / self.prompt_seconds
+
+    @property
+    def tg(self) -> float:
+        """Generation, tokens per second."""
+        return self.n_gen / self.gen_seconds
+
+    def as_row(self) -> dict:
+        return {"prompt (tok/s)": round(self.pp, 1), "generación (tok/s)": round(self.tg, 1)}
+
+
+def filler_tokens(llm, n: int) -> list[int]:
+    """Exactly ``n`` token ids of :data:`FILLER` repeated (no BOS)."""
+    unit = llm.tokenize(FILLER.encode("utf-8"), add_bos=False)
+    return (unit * (n // len(unit) + 1))[:n]
+
+
+def measure_speed(llm, n_prompt: int = 256, n_gen: int = 32, start: int = 0,
+                  repeats: int = 1) -> Speed:
+    """Time ``n_prompt`` tokens of prompt processing and ``n_gen`` single-token steps.
+
+    ``start`` tokens are put in the KV cache first (not timed): generation speed at a context
+    already filled that far. With ``repeats`` > 1 the median of each speed is kept.
+    """
+    total = start + n_prompt + n_gen
+    if n_prompt < 1 or n_gen < 1:
+        raise BenchmarkSetupError("n_prompt y n_gen deben ser al menos 1.")
+    if total > llm.n_ctx():
+        raise BenchmarkSetupError(
+            f"La medida necesita {total} tokens (start + n_prompt + n_gen) y n_ctx es "
+            f"{llm.n_ctx()}: carga el modelo con n_ctx={total} o más, o pide menos tokens."
+        )
+    tokens = filler_tokens(llm, total)
+    runs = []
+    for _ in range(repeats):
+        llm.reset()
+        if start:
+            llm.eval(tokens[:start])
+        t0 = time.perf_counter()
+        llm.eval(tokens[start:start + n_prompt])
+        t1 = time.perf_counter()
+        for token in tokens[start + n_prompt:]:
+            llm.eval([token])
+        t2 = time.perf_counter()
+        runs.append((t1 - t0, t2 - t1))
+    llm.reset()
+    return Speed(n_prompt, n_gen, statistics.median(r[0] for r in runs),
+                 statistics.median(r[1] for r in runs))
+
+
+def sweep(make_llm, values, *, n_prompt: int = 256, n_gen: int = 32, start: int = 0,
+          repeats: int = 1, warmup: bool = True, progress: bool = True,
+          desc: str = "midiendo") -> list[tuple[object, Speed]]:
+    """Measure :func:`measure_speed` for each value; ``make_llm(value)`` loads the model.
+
+    A short warm-up run first (the first evaluation pays one-time costs: page faults, thread
+    start-up). Each model is closed before the next one is loaded.
+    """
+    iterator = values
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(values, desc=desc, leave=False)
+    results = []
+    for value in iterator:
+        llm = make_llm(value)
+        try:
+            if warmup:
+                measure_speed(llm, n_prompt=min(32, n_prompt), n_gen=4)
+            results.append((value, measure_speed(llm, n_prompt, n_gen, start, repeats)))
+        finally:
+            llm.close()
+    return results
+
+
+def memory_bandwidth(size_mb: int = 256, repeats: int = 5) -> float:
+    """Memory bandwidth of this machine in GB/s, measured by copying a large array with numpy.
+
+    A copy reads and writes every byte, so ``2 × size`` bytes move per copy; the best of
+    ``repeats`` runs is kept. Larger than any CPU cache, so it measures RAM.
+    """
+    n = size_mb * 2**20 // 4
+    src = np.ones(n, dtype=np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # touch the pages first
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * src.nbytes / best / 1e9
+
+
+def generation_ceiling(weight_bytes: int, bandwidth_gbs: float) -> float:
+    """Most tokens/s generation can reach if each token reads every weight once from RAM."""
+    if weight_bytes <= 0 or bandwidth_gbs <= 0:
+        raise ValueError("weight_bytes y bandwidth_gbs deben ser positivos.")
+    return bandwidth_gbs * 1e9 / weight_bytes
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process right now."""
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def context_memory(make_llm, n_ctx_values, *, progress: bool = True) -> list[tuple[int, int]]:
+    """``(n_ctx, bytes)``: how much resident memory loading the model with each ``n_ctx`` adds."""
+    import gc
+
+    iterator = n_ctx_values
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(n_ctx_values, desc="n_ctx", leave=False)
+    rows = []
+    for n_ctx in iterator:
+        gc.collect()
+        before = rss_bytes()
+        llm = make_llm(n_ctx)
+        rows.append((n_ctx, rss_bytes() - before))
+        llm.close()
+        del llm
+        gc.collect()
+    return rows
+
+
+def percentile(values, q: float) -> float:
+    """The ``q``-th percentile (0–100), linear interpolation (as numpy's default)."""
+    if not len(values):
+        raise ValueError("percentile de una lista vacía")
+    return float(np.percentile(np.asarray(values, dtype=float), q))

@@ -1,0 +1,101 @@
+"""Benchmark helpers of chapter 07 (small real measurements: correctness, not speed budgets)."""
+
+import pytest
+
+import course_utils as cu
+from course_utils import batching, perf
+
+
+@pytest.fixture(scope="module")
+def llm():
+    return cu.load_llm(n_ctx=256)
+
+
+def test_speed_arithmetic():
+    s = perf.Speed(n_prompt=100, n_gen=10, prompt_seconds=0.5, gen_seconds=2.0)
+    assert (s.pp, s.tg) == (200, 5)
+    assert s.as_row() == {"prompt (tok/s)": 200.0, "generación (tok/s)": 5.0}
+
+
+def test_filler_tokens_has_exact_length(llm):
+    for n in (1, 7, 200):
+        assert len(perf.filler_tokens(llm, n)) == n
+
+
+def test_measure_speed_on_the_bundled_model(llm):
+    s = perf.measure_speed(llm, n_prompt=32, n_gen=4, start=16)
+    assert (s.n_prompt, s.n_gen) == (32, 4)
+    assert s.pp > 0 and s.tg > 0
+    assert llm.n_tokens == 0  # the cache is left empty
+
+
+def test_measure_speed_refuses_more_tokens_than_the_window(llm):
+    with pytest.raises(perf.BenchmarkSetupError, match="n_ctx"):
+        perf.measure_speed(llm, n_prompt=250, n_gen=10)
+    with pytest.raises(perf.BenchmarkSetupError):
+        perf.measure_speed(llm, n_prompt=0, n_gen=4)
+
+
+def test_sweep_loads_measures_and_closes_each_model():
+    closed = []
+
+    class Fake:
+        def __init__(self, value):
+            self.value = value
+
+        def close(self):
+            closed.append(self.value)
+
+    calls = []
+
+    def fake_measure(llm, n_prompt, n_gen, start=0, repeats=1):
+        calls.append((llm.value, n_prompt))
+        return perf.Speed(n_prompt, n_gen, 1.0, 1.0)
+
+    import course_utils.perf as module
+
+    original = module.measure_speed
+    module.measure_speed = fake_measure
+    try:
+        rows = perf.sweep(Fake, [1, 2], n_prompt=64, n_gen=8, progress=False)
+    finally:
+        module.measure_speed = original
+    assert [v for v, _ in rows] == [1, 2] and closed == [1, 2]
+    assert calls == [(1, 32), (1, 64), (2, 32), (2, 64)]  # warm-up, then the measure
+
+
+def test_generation_ceiling():
+    assert perf.generation_ceiling(100_000_000, 20.0) == pytest.approx(200.0)
+    with pytest.raises(ValueError):
+        perf.generation_ceiling(0, 20.0)
+
+
+def test_memory_bandwidth_is_plausible():
+    assert 0.5 < perf.memory_bandwidth(size_mb=64, repeats=2) < 2000
+
+
+def test_percentile():
+    assert perf.percentile([1, 2, 3, 4], 50) == 2.5
+    assert perf.percentile([5], 95) == 5
+    with pytest.raises(ValueError):
+        perf.percentile([], 50)
+
+
+def test_common_prefix_length():
+    assert batching.common_prefix_length([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
+    assert batching.common_prefix_length([[1], [2]]) == 0
+    assert batching.common_prefix_length([]) == 0
+
+
+def test_complete_many_gives_the_same_answers_with_and_without_prefix_reuse(llm):
+    shared = "Responde con una palabra. " * 8
+    prompts = [shared + f"Pregunta {i}: ¿de qué color es el cielo?\nRespuesta:" for i in range(3)]
+    reuse = batching.complete_many(llm, prompts, max_tokens=4, progress=False)
+    fresh = batching.complete_many(llm, prompts, max_tokens=4, progress=False,
+                                   reuse_prefix=False)
+    assert reuse.answers == fresh.answers
+    assert reuse.prompt_tokens == fresh.prompt_tokens > 0
+    assert len(reuse.latencies) == 3 and reuse.prompts_per_second > 0
+    chat = batching.complete_many(llm, [[{"role": "user", "content": "Hola"}]], max_tokens=4,
+                                  progress=False)
+    assert len(chat.answers) == 1 and chat.completion_tokens >= 1
