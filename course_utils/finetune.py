@@ -178,6 +178,21 @@ def _conversations(rows: list[dict], system: str | None) -> "object":
     return Dataset.from_list(examples)
 
 
+def align_special_tokens(model, tokenizer) -> None:
+    """Give the model's config and generation config the tokenizer's PAD/BOS/EOS ids.
+
+    The trainer does the same when they differ, but prints a warning in the middle of the
+    training output; doing it first, explicitly, changes nothing else.
+    """
+    configs = [model.config]
+    if getattr(model, "generation_config", None) is not None:
+        configs.append(model.generation_config)
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name)
+        for config in configs:
+            setattr(config, name, value)
+
+
 def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None,
                     config: LoraConfig, output_dir: str | Path) -> tuple[object, TrainResult]:
     """LoRA with PEFT + TRL's SFTTrainer (loss only on the assistant's answer)."""
@@ -188,6 +203,9 @@ def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[di
     from trl import SFTConfig, SFTTrainer
 
     torch.manual_seed(config.seed)
+    if tokenizer.pad_token is None:  # what SFTTrainer would do: pad with EOS
+        tokenizer.pad_token = tokenizer.eos_token
+    align_special_tokens(model, tokenizer)
     peft_model = get_peft_model(model, PeftLoraConfig(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
         target_modules=list(config.targets), bias="none", task_type="CAUSAL_LM"))
@@ -205,7 +223,7 @@ def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[di
     args = SFTConfig(
         output_dir=str(output_dir), num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size, per_device_eval_batch_size=config.batch_size,
-        learning_rate=config.learning_rate, lr_scheduler_type="linear", warmup_ratio=0.05,
+        learning_rate=config.learning_rate, lr_scheduler_type="linear", warmup_steps=0.05,
         logging_steps=2, eval_strategy="epoch" if eval_rows else "no", save_strategy="no",
         max_length=config.max_length,
         bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), seed=config.seed,
