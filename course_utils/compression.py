@@ -37,6 +37,8 @@ def magnitude_prune(model, amount: float, skip=DEFAULT_SKIP):
     """
     if not 0 <= amount < 1:
         raise ValueError("amount es la fracción de pesos a poner a cero: entre 0 y 1 (sin el 1).")
+    if amount == 0:
+        return model
     for _, module in prunable_linears(model, skip):
         prune.l1_unstructured(module, name="weight", amount=amount)
         prune.remove(module, "weight")
@@ -73,16 +75,23 @@ def perplexity(model, input_ids: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def forward_seconds(model, input_ids: torch.Tensor, repeats: int = 3) -> float:
-    """Best wall time of a forward pass over ``input_ids``."""
-    ids = input_ids.reshape(1, -1)
-    model(ids)
-    best = float("inf")
+def matmul_seconds(*weights: torch.Tensor, n_tokens: int = 256,
+                   repeats: int = 50) -> list[float]:
+    """Median time of ``x @ W.T`` (the core of a linear layer) for each weight matrix.
+
+    The matrices are timed in turns, ``repeats`` times each, so that a slow moment of the
+    machine hits all of them alike; the median ignores the outliers.
+    """
+    x = torch.randn(n_tokens, weights[0].shape[1], generator=torch.Generator().manual_seed(0))
+    times: list[list[float]] = [[] for _ in weights]
+    for w in weights:
+        x @ w.T
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(ids)
-        best = min(best, time.perf_counter() - t0)
-    return best
+        for w, bucket in zip(weights, times):
+            t0 = time.perf_counter()
+            x @ w.T
+            bucket.append(time.perf_counter() - t0)
+    return [sorted(bucket)[len(bucket) // 2] for bucket in times]
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -152,17 +152,30 @@ def peak_rss_gb() -> float:
     return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
 
 
+def load_torch_model_from_gguf(path: str | Path):
+    """The model alone, in float32, from a GGUF file (transformers dequantizes it).
+
+    Without the tokenizer, which takes transformers another ~10 s to rebuild from the GGUF: when
+    token ids are enough, take them from ``llm.tokenize`` (same vocabulary).
+    """
+    from transformers import AutoModelForCausalLM
+
+    from .models import validate_gguf
+
+    path = validate_gguf(path)
+    return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                dtype="float32")
+
+
 def load_torch_from_gguf(path: str | Path):
     """(model, tokenizer) in float32 from a GGUF file (transformers dequantizes it)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     from .models import validate_gguf
 
     path = validate_gguf(path)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                 dtype="float32")
-    return model, tokenizer
+    return load_torch_model_from_gguf(path), tokenizer
 
 
 def _conversations(rows: list[dict], system: str | None) -> "object":

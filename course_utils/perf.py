@@ -34,7 +34,7 @@ class BenchmarkSetupError(CourseError, ValueError):
 
 
 @dataclass(frozen=True)
-class Speed:
+class Measurement:
     """One measurement: ``n_prompt`` tokens processed, then ``n_gen`` tokens generated."""
 
     n_prompt: int
@@ -63,7 +63,7 @@ def filler_tokens(llm, n: int) -> list[int]:
 
 
 def measure_speed(llm, n_prompt: int = 256, n_gen: int = 32, start: int = 0,
-                  repeats: int = 1) -> Speed:
+                  repeats: int = 1) -> Measurement:
     """Time ``n_prompt`` tokens of prompt processing and ``n_gen`` single-token steps.
 
     ``start`` tokens are put in the KV cache first (not timed): generation speed at a context
@@ -91,13 +91,42 @@ def measure_speed(llm, n_prompt: int = 256, n_gen: int = 32, start: int = 0,
         t2 = time.perf_counter()
         runs.append((t1 - t0, t2 - t1))
     llm.reset()
-    return Speed(n_prompt, n_gen, statistics.median(r[0] for r in runs),
+    return Measurement(n_prompt, n_gen, statistics.median(r[0] for r in runs),
                  statistics.median(r[1] for r in runs))
+
+
+def generation_by_depth(llm, depths, n_gen: int = 32) -> list[tuple[int, float]]:
+    """``(depth, generation tokens/s)`` with the KV cache already holding ``depth`` tokens.
+
+    One pass: fill to the first depth, time ``n_gen`` single-token steps, fill on to the next
+    depth... so the prompt is processed once, not once per depth. Each step attends to every
+    token in the cache, so generation slows down as the context fills.
+    """
+    depths = sorted(depths)
+    if any(b - a < n_gen for a, b in zip(depths, depths[1:])):
+        raise BenchmarkSetupError(f"Las profundidades deben distar al menos n_gen={n_gen} tokens.")
+    if depths[-1] + n_gen > llm.n_ctx():
+        raise BenchmarkSetupError(
+            f"La medida llega a {depths[-1] + n_gen} tokens y n_ctx es {llm.n_ctx()}: carga el "
+            "modelo con más n_ctx o usa profundidades menores."
+        )
+    tokens = filler_tokens(llm, depths[-1] + n_gen)
+    llm.reset()
+    rows = []
+    for depth in depths:
+        if depth > llm.n_tokens:
+            llm.eval(tokens[llm.n_tokens:depth])
+        t0 = time.perf_counter()
+        for token in tokens[depth:depth + n_gen]:
+            llm.eval([token])
+        rows.append((depth, n_gen / (time.perf_counter() - t0)))
+    llm.reset()
+    return rows
 
 
 def sweep(make_llm, values, *, n_prompt: int = 256, n_gen: int = 32, start: int = 0,
           repeats: int = 1, warmup: bool = True, progress: bool = True,
-          desc: str = "midiendo") -> list[tuple[object, Speed]]:
+          desc: str = "midiendo") -> list[tuple[object, Measurement]]:
     """Measure :func:`measure_speed` for each value; ``make_llm(value)`` loads the model.
 
     A short warm-up run first (the first evaluation pays one-time costs: page faults, thread

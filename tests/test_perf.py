@@ -12,7 +12,7 @@ def llm():
 
 
 def test_speed_arithmetic():
-    s = perf.Speed(n_prompt=100, n_gen=10, prompt_seconds=0.5, gen_seconds=2.0)
+    s = perf.Measurement(n_prompt=100, n_gen=10, prompt_seconds=0.5, gen_seconds=2.0)
     assert (s.pp, s.tg) == (200, 5)
     assert s.as_row() == {"prompt (tok/s)": 200.0, "generación (tok/s)": 5.0}
 
@@ -27,6 +27,16 @@ def test_measure_speed_on_the_bundled_model(llm):
     assert (s.n_prompt, s.n_gen) == (32, 4)
     assert s.pp > 0 and s.tg > 0
     assert llm.n_tokens == 0  # the cache is left empty
+
+
+def test_generation_by_depth(llm):
+    rows = perf.generation_by_depth(llm, [64, 0, 128], n_gen=8)
+    assert [d for d, _ in rows] == [0, 64, 128] and all(v > 0 for _, v in rows)
+    assert llm.n_tokens == 0
+    with pytest.raises(perf.BenchmarkSetupError, match="n_ctx"):
+        perf.generation_by_depth(llm, [0, 250], n_gen=8)
+    with pytest.raises(perf.BenchmarkSetupError, match="distar"):
+        perf.generation_by_depth(llm, [0, 4], n_gen=8)
 
 
 def test_measure_speed_refuses_more_tokens_than_the_window(llm):
@@ -50,7 +60,7 @@ def test_sweep_loads_measures_and_closes_each_model():
 
     def fake_measure(llm, n_prompt, n_gen, start=0, repeats=1):
         calls.append((llm.value, n_prompt))
-        return perf.Speed(n_prompt, n_gen, 1.0, 1.0)
+        return perf.Measurement(n_prompt, n_gen, 1.0, 1.0)
 
     import course_utils.perf as module
 
