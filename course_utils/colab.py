@@ -3,7 +3,8 @@
 One source of truth for each fact:
 
 * the repository URL and branch live in ``_config.yml`` (``repository.url``/``branch``);
-* the package pins live in ``requirements.txt``.
+* the package pins live in ``requirements.txt`` (and, for GPU-only packages such as Unsloth,
+  in ``requirements-gpu.txt``).
 
 The Colab badge and the install cell of each notebook are *generated* from them.
 ``python -m course_utils.colab`` rewrites them in every notebook; ``tests/test_consistency.py``
@@ -27,6 +28,15 @@ COLAB_PACKAGES = (
     "gguf",
     "openai",
 )
+#: Extra packages of some chapters, pinned in requirements.txt (Colab lacks TRL, and the course
+#: code needs these versions' APIs).
+CHAPTER_PACKAGES = {
+    "06_fine_tuning_lora.ipynb": ("transformers", "peft", "trl", "datasets", "accelerate"),
+}
+#: Packages installed only on a Colab session with a CUDA GPU, pinned in requirements-gpu.txt.
+GPU_PACKAGES = {
+    "06_fine_tuning_lora.ipynb": ("unsloth", "unsloth_zoo", "bitsandbytes"),
+}
 INSTALL_MARKER = "# Instalación: solo actúa en Google Colab"
 BADGE_MARKER = "colab-badge.svg"
 COLAB_BADGE_IMG = "https://colab.research.google.com/assets/colab-badge.svg"
@@ -52,10 +62,10 @@ def repository(root: Path | None = None) -> tuple[str, str]:
     return repo["url"].rstrip("/"), repo.get("branch", "main")
 
 
-def pins(root: Path | None = None) -> dict[str, str]:
-    """``{name: "name[extras]==version"}`` for every ``==`` pin in ``requirements.txt``."""
+def pins(root: Path | None = None, filename: str = "requirements.txt") -> dict[str, str]:
+    """``{name: "name[extras]==version"}`` for every ``==`` pin in a requirements file."""
     out = {}
-    for line in (root or repo_root()).joinpath("requirements.txt").read_text(encoding="utf-8").splitlines():
+    for line in (root or repo_root()).joinpath(filename).read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         m = re.match(r"^([A-Za-z0-9_.\-]+)(\[[A-Za-z0-9_,\-]+\])?==([^\s;]+)", line)
         if m:
@@ -63,17 +73,21 @@ def pins(root: Path | None = None) -> dict[str, str]:
     return out
 
 
-def install_cell_source(root: Path | None = None) -> str:
-    """The canonical source of every notebook's install cell."""
-    url, branch = repository(root)
-    pinned = pins(root)
-    missing = [p for p in COLAB_PACKAGES if p.lower() not in pinned]
+def _pinned(names, pinned: dict[str, str], filename: str) -> list[str]:
+    missing = [p for p in names if p.lower() not in pinned]
     if missing:
-        raise ValueError(f"requirements.txt no fija (==) estos paquetes: {', '.join(missing)}")
-    reqs = [f'"{pinned[p.lower()]}"' for p in COLAB_PACKAGES]
+        raise ValueError(f"{filename} no fija (==) estos paquetes: {', '.join(missing)}")
+    return [f'"{pinned[p.lower()]}"' for p in names]
+
+
+def install_cell_source(root: Path | None = None, notebook: str | None = None) -> str:
+    """The canonical source of a notebook's install cell (chapter extras included)."""
+    url, branch = repository(root)
+    names = COLAB_PACKAGES + CHAPTER_PACKAGES.get(notebook or "", ())
+    reqs = _pinned(names, pins(root), "requirements.txt")
     reqs.append(f'"course-utils @ git+{url}@{branch}"')
     body = " \\\n        ".join(reqs)
-    return (
+    source = (
         f"{INSTALL_MARKER}.\n"
         "# En tu equipo no hace nada (sigue el README). En Colab instala lo que\n"
         "# falta, nunca torch (Colab ya lo trae). llama-cpp-python se compila la\n"
@@ -83,6 +97,16 @@ def install_cell_source(root: Path | None = None) -> str:
         'if "google.colab" in sys.modules:\n'
         f"    %pip install -q {body}"
     )
+    gpu = GPU_PACKAGES.get(notebook or "")
+    if gpu:
+        gpu_reqs = " ".join(_pinned(gpu, pins(root, "requirements-gpu.txt"), "requirements-gpu.txt"))
+        source += (
+            "\n    import torch\n"
+            "\n"
+            "    if torch.cuda.is_available():  # con GPU: Unsloth para la sección 8\n"
+            f"        %pip install -q {gpu_reqs}"
+        )
+    return source
 
 
 def colab_url(notebook: str, root: Path | None = None) -> str:
@@ -109,7 +133,7 @@ def notebook_problems(path: Path, root: Path | None = None) -> list[str]:
     cell = _find(nb["cells"], INSTALL_MARKER, "code")
     if cell is None:
         problems.append(f"{path.name}: falta la celda de instalación")
-    elif "".join(cell["source"]) != install_cell_source(root):
+    elif "".join(cell["source"]) != install_cell_source(root, path.name):
         problems.append(f"{path.name}: la celda de instalación no coincide con requirements.txt/_config.yml")
     badge = _find(nb["cells"], BADGE_MARKER, "markdown")
     if badge is None:
@@ -125,7 +149,7 @@ def sync_notebook(path: Path, root: Path | None = None) -> bool:
     nb = json.loads(text)
     cell = _find(nb["cells"], INSTALL_MARKER, "code")
     if cell is not None:
-        cell["source"] = install_cell_source(root).splitlines(keepends=True)
+        cell["source"] = install_cell_source(root, path.name).splitlines(keepends=True)
     badge = _find(nb["cells"], BADGE_MARKER, "markdown")
     if badge is not None:
         src = "".join(badge["source"])

@@ -110,8 +110,9 @@ def choose_backend(hw: HardwareInfo | None = None, prefer: str | None = None,
         if hw.gpu is None:
             raise FineTuneError("Unsloth necesita una GPU NVIDIA (CUDA). En CPU usa backend='peft'.")
         if not installed:
-            raise FineTuneError("Unsloth no está instalado: en Colab ejecuta la celda de "
-                                "instalación del capítulo 6 (pip install unsloth).")
+            raise FineTuneError("Unsloth no está instalado: en Colab con GPU lo instala la celda "
+                                "de instalación del capítulo 6; en tu equipo con CUDA, "
+                                "pip install -r requirements-gpu.txt.")
         return "unsloth"
     return "peft"
 

@@ -1,6 +1,7 @@
 """The repository's rules: clean notebooks, one source of truth, every chapter in the book."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -36,9 +37,33 @@ def test_install_cell_is_the_first_code_cell(path):
     assert colab.INSTALL_MARKER in "".join(first["source"])
 
 
-def test_install_cell_never_installs_torch():
-    code = "\n".join(line.split("#")[0] for line in colab.install_cell_source().splitlines())
-    assert "%pip install" in code and "torch" not in code
+def _pip_requirements(source: str) -> list[str]:
+    """Every requirement named on the ``%pip install`` lines of a cell (continuations joined)."""
+    code = "\n".join(line.split("#")[0].rstrip() for line in source.splitlines())
+    code = code.replace("\\\n", " ")
+    reqs = []
+    for line in code.splitlines():
+        if "%pip install" in line:
+            args = line.split("%pip install", 1)[1].split()
+            reqs += [a.strip('"') for a in args if not a.startswith("-")]
+    return reqs
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_never_installs_torch(path):
+    reqs = _pip_requirements(colab.install_cell_source(notebook=path.name))
+    assert reqs and not [r for r in reqs if re.match(r"torch\b", r)], reqs
+
+
+def test_chapter_06_installs_the_trl_stack_and_unsloth_only_with_a_gpu():
+    source = colab.install_cell_source(notebook="06_fine_tuning_lora.ipynb")
+    reqs = _pip_requirements(source)
+    gpu = colab.pins(filename="requirements-gpu.txt")
+    for name in ("trl", "peft", "transformers"):
+        assert colab.pins()[name] in reqs
+    assert gpu["unsloth"] in reqs
+    assert source.index("torch.cuda.is_available()") < source.index(gpu["unsloth"])
+    assert "unsloth" not in colab.install_cell_source(notebook="01_que_es_llama3.ipynb")
 
 
 def test_repository_url_is_written_in_one_place():
@@ -97,3 +122,22 @@ def test_no_backtick_fenced_directive_has_a_backtick_in_its_title():
                 if info.startswith("{") and "`" in info:
                     bad.append(f"{where}: {stripped}")
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_chapter_has_the_course_structure(path):
+    """Title, objectives, CPU/GPU admonition, exercise with a folded solution, reflection
+    questions and key concepts linked to the glossary."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    first = "".join(nb["cells"][0]["source"])
+    assert first.startswith(f"# {int(path.name[:2])} · "), "title '# N · ...' first"
+    assert "\n- " in first, "objectives as a list in the first cell"
+    assert "{admonition} Se ejecuta en CPU" in first or "{admonition} Necesita GPU" in first
+    markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    for heading in ("## Ejercicio", "## Preguntas para reflexionar", "## Conceptos clave"):
+        assert heading in markdown, heading
+    concepts = markdown.split("## Conceptos clave", 1)[1]
+    assert "{term}`" in concepts, "key concepts link to the glossary"
+    solutions = [c for c in nb["cells"] if c["cell_type"] == "code"
+                 and "hide-input" in c["metadata"].get("tags", [])]
+    assert solutions, "an exercise solution folded with the hide-input tag"
