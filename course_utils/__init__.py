@@ -11,6 +11,7 @@ from . import (
     context,
     evaluation,
     exercises,
+    gating,
     finetune,
     gguf_export,
     harness,
@@ -23,6 +24,7 @@ from . import (
     sampling,
     server,
     sft_data,
+    standin,
     tokens,
 )
 from .display import wrap
