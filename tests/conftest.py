@@ -61,11 +61,14 @@ def gpu_build(monkeypatch):
 
 
 # --- The executed website, built once per test session -------------------------------------------
-# Building executes every notebook (~15 minutes on 2 cores), so the book tests and the browser
-# tests share one build. Set COURSE_SITE_HTML to an already built `_build/html` folder to check
-# that site instead of building (quick iteration on the browser tests); the build-log test then
-# skips, saying so.
+# One execution per test run: when nbval has executed every notebook in this session (all cells
+# passed), tests/nbrecord.py has stored the executed notebooks in a jupyter-cache, and the site is
+# rendered from it (execute_notebooks: cache) — the chapters are not executed a second time. If a
+# notebook was not run or failed, the build executes it itself (``make site`` always executes
+# everything). Set COURSE_SITE_HTML to an already built `_build/html` folder to check that site
+# instead of building (quick iteration on the browser tests); the build-log test then skips.
 SITE_ENV = "COURSE_SITE_HTML"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 @dataclass
@@ -73,11 +76,27 @@ class SiteBuild:
     html: Path                 # the folder with index.html
     returncode: int | None     # None when the site was reused, not built in this session
     log: str
+    from_nbval: bool = False   # rendered from this session's nbval execution (not re-executed)
+
+
+def _config_from_nbval_cache() -> Path:
+    """_config.yml, but rendering from the cache that nbval filled in this session."""
+    import yaml
+
+    from tests import nbrecord
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    config.setdefault("execute", {}).update(execute_notebooks="cache", cache=str(nbrecord.CACHE_DIR))
+    path = nbrecord.CACHE_DIR.parent / "nbval-config.yml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="session")
 def build() -> SiteBuild:
-    """The site built like `make site` (executing every notebook), once per session."""
+    """The site, built once per session: from nbval's execution when it covered every chapter."""
+    from tests import nbrecord
+
     reused = os.environ.get(SITE_ENV)
     if reused:
         html = Path(reused).resolve()
@@ -85,9 +104,10 @@ def build() -> SiteBuild:
             pytest.fail(f"{SITE_ENV}={reused} no contiene un sitio construido (falta index.html)")
         return SiteBuild(html=html, returncode=None, log="")
     assert JUPYTER_BOOK.exists(), f"jupyter-book no está instalado junto a {sys.executable}"
-    proc = subprocess.run(
-        [str(JUPYTER_BOOK), "build", str(ROOT), "--warningiserror", "--keep-going"],
-        check=False, capture_output=True, text=True, timeout=3000,
-    )
+    from_nbval = nbrecord.cached_notebooks() >= set(NOTEBOOKS)
+    command = [str(JUPYTER_BOOK), "build", str(ROOT), "--warningiserror", "--keep-going"]
+    if from_nbval:
+        command += ["--config", str(_config_from_nbval_cache())]
+    proc = subprocess.run(command, check=False, capture_output=True, text=True, timeout=3000)
     return SiteBuild(html=ROOT / "_build" / "html", returncode=proc.returncode,
-                     log=proc.stdout + proc.stderr)
+                     log=proc.stdout + proc.stderr, from_nbval=from_nbval)

@@ -60,7 +60,27 @@ def test_execution_status_page_lists_every_notebook_as_executed(build):
         cells = [td.get_text(strip=True) for td in tr.find_all("td")]
         rows[cells[0]] = cells
     assert set(rows) == {f"notebooks/{nb.stem}" for nb in NOTEBOOKS}, sorted(rows)
+    # "force": executed by this build (make site); "cache": rendered from this session's nbval
+    # execution (make test), which tests/nbrecord.py stores in a cache emptied at session start.
+    expected = "cache" if build.from_nbval else "force"
     for doc, (_, _, method, runtime, status) in rows.items():
         assert status == "✅", f"{doc} failed to execute: {rows[doc]}"
-        assert method == "force", rows[doc]  # executed in this build, not taken from a cache
+        assert method == expected, rows[doc]
         assert float(runtime) > 0, rows[doc]
+
+
+def test_each_notebook_is_executed_once_per_test_run(build):
+    """make test: nbval executes each chapter (as the test) and the site renders that execution."""
+    from tests import nbrecord
+
+    ran = {p for p, run in nbrecord.RUNS.items()}
+    if not set(NOTEBOOKS) <= ran:
+        pytest.skip("nbval no ejecutó todos los capítulos en esta sesión (prueba parcial): el "
+                    "sitio los ejecuta él mismo")
+    failed = sorted(p.name for p, run in nbrecord.RUNS.items() if not run.cached)
+    assert not failed, f"nbval no completó estos capítulos: {failed}"
+    assert build.from_nbval
+    executed_by_build = re.findall(r"Executing notebook", build.log)
+    cached = re.findall(r"Using cached notebook", build.log)
+    assert not executed_by_build, "the site build executed notebooks a second time"
+    assert len(cached) == len(NOTEBOOKS), build.log[-3000:]
