@@ -9,9 +9,13 @@ STAMP  := $(VENV)/.installed
 .PHONY: site test bench clean
 
 $(STAMP): requirements.txt pyproject.toml
+	@echo ">> Creando el entorno en $(VENV) e instalando requirements.txt."
+	@echo ">> llama-cpp-python se compila la primera vez (5-10 min con 2 núcleos; pip guarda la rueda"
+	@echo ">> compilada y las siguientes instalaciones tardan segundos). pip lo indica con"
+	@echo ">> 'Building wheel for llama-cpp-python ... still running...'."
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "pip>=23.1"
-	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --progress-bar off -r requirements.txt
 	touch $(STAMP)
 
 site: $(STAMP)
@@ -22,7 +26,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m course_utils.bench
+	$(BIN)/python -m course_utils bench
 
 clean:
 	rm -rf _build

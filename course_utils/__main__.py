@@ -90,6 +90,11 @@ def report(check_online: bool = False, model: str | None = None) -> tuple[str, l
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # python -m course_utils bench: the benchmark table (make bench)
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="python -m course_utils",
         description="Informe de tu equipo y del modelo que usará el curso.",

@@ -1,9 +1,11 @@
-"""Benchmarks of this machine: ``python -m course_utils.bench`` prints a table.
+"""Benchmarks of this machine: ``python -m course_utils bench`` (``make bench``) prints tables.
 
 * load time of the default model;
 * generation speed with ``load_llm()`` defaults vs llama-cpp-python's own defaults
   (``n_threads = cpu_count() // 2``, i.e. one thread on a 2-core machine);
-* the execution time of every chapter notebook.
+* the execution time of every chapter notebook against its budget (150 s each, chapter 06 180 s,
+  the whole course 600 s, on 2 CPU cores) — with ``--model`` on another GGUF (``standin``: the
+  tests' Llama 3 stand-in).
 
 Budgets are checked here, by reading the table, not by timed tests that flake.
 """
@@ -80,6 +82,30 @@ def notebook_time(path: Path, timeout: int = 900) -> tuple[float, str]:
     return time.perf_counter() - start, status
 
 
+#: Seconds per chapter on a 2-core CPU (COURSE.md); chapters not listed: DEFAULT_BUDGET.
+CHAPTER_BUDGETS = {"06": 180.0}
+DEFAULT_BUDGET = 150.0
+COURSE_BUDGET = 600.0
+
+
+def chapter_budget(path: Path) -> float:
+    return CHAPTER_BUDGETS.get(path.name[:2], DEFAULT_BUDGET)
+
+
+def budget_table(times: dict[str, tuple[float, str]]) -> str:
+    """Chapter, seconds, budget and verdict, plus the total against the course budget."""
+    rows = [f"{'capítulo':<40} {'segundos':>9} {'presupuesto':>12}  resultado"]
+    total = 0.0
+    for name, (seconds, status) in times.items():
+        budget = chapter_budget(Path(name))
+        total += seconds
+        verdict = status if status != "ok" else ("dentro" if seconds <= budget else "FUERA")
+        rows.append(f"{name:<40} {seconds:9.1f} {budget:12.0f}  {verdict}")
+    verdict = "dentro" if total <= COURSE_BUDGET else "FUERA"
+    rows.append(f"{'TOTAL':<40} {total:9.1f} {COURSE_BUDGET:12.0f}  {verdict}")
+    return "\n".join(rows)
+
+
 def _threads(n: int) -> str:
     return f"{n} hilo" + ("" if n == 1 else "s")
 
@@ -94,7 +120,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=64, help="tokens generados por medición")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-notebooks", action="store_true", help="no ejecutar los notebooks")
+    parser.add_argument("--chapters", default="", help="solo estos capítulos, p. ej. 01,05")
+    parser.add_argument("--model", default=None,
+                        help="ejecutar los capítulos con este GGUF (COURSE_MODEL); 'standin' = el "
+                             "sustituto de Llama 3 de las pruebas, con una caché temporal")
     args = parser.parse_args(argv)
+    if args.model:
+        import os
+        import tempfile
+
+        if args.model == "standin":
+            from .standin import standin_path
+
+            cache = tempfile.mkdtemp(prefix="curso-bench-")
+            os.environ["COURSE_CACHE"] = cache
+            args.model = str(standin_path("tied"))
+        os.environ["COURSE_MODEL"] = args.model
+        print(f"Capítulos con COURSE_MODEL={args.model}\n", flush=True)
 
     from llama_cpp import Llama
 
@@ -122,12 +164,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_notebooks:
         root = Path(__file__).resolve().parent.parent / "notebooks"
-        nb_rows = []
+        wanted = {c.strip().zfill(2) for c in args.chapters.split(",") if c.strip()}
+        times = {}
         for path in sorted(root.glob("*.ipynb")):
-            seconds, status = notebook_time(path)
-            nb_rows.append((path.name, f"{seconds:6.1f} s  {status}"))
-            print(f"{path.name}: {seconds:.1f} s {status}", flush=True)
-        print("\nTiempo de ejecución de cada notebook\n" + _table(nb_rows))
+            if wanted and path.name[:2] not in wanted:
+                continue
+            times[path.name] = notebook_time(path)
+            print(f"{path.name}: {times[path.name][0]:.1f} s {times[path.name][1]}", flush=True)
+        print("\nTiempo de ejecución de cada capítulo (presupuesto en 2 núcleos de CPU)\n"
+              + budget_table(times))
     return 0
 
 

@@ -42,3 +42,25 @@ def test_documented_one_liner_works_offline(clean_env):
                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "'finish_reason'" in out.stdout
+
+
+def test_bench_runs_as_a_subcommand_without_runpy_warning():
+    """`make bench` = `python -m course_utils bench`: no 'found in sys.modules' RuntimeWarning."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "course_utils",
+                           "bench", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "RuntimeWarning" not in proc.stderr and "--chapters" in proc.stdout
+
+
+def test_bench_budget_table_flags_chapters_and_total_over_budget():
+    from course_utils.bench import budget_table
+
+    table = budget_table({"01_x.ipynb": (149.0, "ok"), "06_y.ipynb": (181.0, "ok"),
+                          "07_z.ipynb": (300.0, "ok")})
+    lines = {line.split()[0]: line for line in table.splitlines()[1:]}
+    assert lines["01_x.ipynb"].endswith("dentro")
+    assert lines["06_y.ipynb"].endswith("FUERA")  # chapter 06's budget is 180 s
+    assert "630.0" in lines["TOTAL"] and lines["TOTAL"].endswith("FUERA")
