@@ -354,3 +354,23 @@ def test_screenshots(site, capsys):
         saved.append(f"{page} -> {path}")
     with capsys.disabled():
         print("\nCapturas del sitio:\n  " + "\n  ".join(saved))
+
+
+def test_math_renders_from_the_site_itself(site):
+    """Formulas are typeset by the MathJax copy inside the site (sphinx-mathjax-offline), with no
+    CDN: the site works offline. Checked on every page whose HTML has math."""
+    from bs4 import BeautifulSoup
+
+    pages = [p for p in toc_pages()
+             if BeautifulSoup((site.html / p).read_text(encoding="utf-8"), "html.parser")
+             .select(".math")]
+    assert pages, "no page with math: the check would prove nothing"
+    for page in pages:
+        html = (site.html / page).read_text(encoding="utf-8")
+        assert "cdn.jsdelivr.net/npm/mathjax" not in html, page
+        assert "_static/mathjax/tex-chtml.js" in html, page
+        proc = chromium("--virtual-time-budget=10000", "--dump-dom", site.url(page))
+        soup = BeautifulSoup(proc.stdout, "html.parser")
+        typeset = soup.select("mjx-container")
+        assert len(typeset) >= len(soup.select(".math")) > 0, (
+            f"{page}: {len(typeset)} fórmulas compuestas por MathJax de {len(soup.select('.math'))}")
