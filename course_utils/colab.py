@@ -77,14 +77,29 @@ def _pinned(names, pinned: dict[str, str], filename: str) -> list[str]:
     missing = [p for p in names if p.lower() not in pinned]
     if missing:
         raise ValueError(f"{filename} no fija (==) estos paquetes: {', '.join(missing)}")
-    return [f'"{pinned[p.lower()]}"' for p in names]
+    return [pinned[p.lower()] for p in names]
+
+
+def colab_requirements(notebook: str | None = None, gpu: bool = False,
+                       root: Path | None = None) -> list[str]:
+    """The pinned requirements a notebook's install cell installs on Colab, in order.
+
+    Without the course's own package (installed from the repository) and never torch. With
+    ``gpu=True``, also what a session with a CUDA GPU adds (``requirements-gpu.txt``): the set
+    that ``scripts/check_gpu_pins.py`` asks pip's resolver to install together.
+    """
+    names = COLAB_PACKAGES + CHAPTER_PACKAGES.get(notebook or "", ())
+    reqs = _pinned(names, pins(root), "requirements.txt")
+    if gpu:
+        reqs += _pinned(GPU_PACKAGES.get(notebook or "", ()), pins(root, "requirements-gpu.txt"),
+                        "requirements-gpu.txt")
+    return reqs
 
 
 def install_cell_source(root: Path | None = None, notebook: str | None = None) -> str:
     """The canonical source of a notebook's install cell (chapter extras included)."""
     url, branch = repository(root)
-    names = COLAB_PACKAGES + CHAPTER_PACKAGES.get(notebook or "", ())
-    reqs = _pinned(names, pins(root), "requirements.txt")
+    reqs = [f'"{r}"' for r in colab_requirements(notebook, root=root)]
     reqs.append(f'"course-utils @ git+{url}@{branch}"')
     body = " \\\n        ".join(reqs)
     source = (
@@ -99,12 +114,16 @@ def install_cell_source(root: Path | None = None, notebook: str | None = None) -
     )
     gpu = GPU_PACKAGES.get(notebook or "")
     if gpu:
-        gpu_reqs = " ".join(_pinned(gpu, pins(root, "requirements-gpu.txt"), "requirements-gpu.txt"))
+        gpu_reqs = " ".join(f'"{r}"' for r in _pinned(gpu, pins(root, "requirements-gpu.txt"),
+                                                     "requirements-gpu.txt"))
         source += (
             "\n    import torch\n"
             "\n"
             "    if torch.cuda.is_available():  # con GPU: Unsloth para la sección 8\n"
-            f"        %pip install -q {gpu_reqs}"
+            f"        %pip install -q {gpu_reqs}\n"
+            "        # Unsloth se importa antes que transformers, trl y peft (los modifica al\n"
+            "        # importarse): aquí, en la primera celda, antes que cualquier otra.\n"
+            "        import unsloth"
         )
     return source
 
