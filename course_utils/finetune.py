@@ -259,18 +259,45 @@ def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[di
     return peft_model, result
 
 
+def mixed_precision(hw_or_capability, bf16_supported: bool | None = None) -> dict[str, bool]:
+    """``{"bf16": ..., "fp16": ...}``: the mixed precision a CUDA GPU can train in.
+
+    ``hw_or_capability`` is a :class:`HardwareInfo`, a :class:`~course_utils.hardware.GpuInfo`, a
+    CUDA compute capability ``(major, minor)``, or ``None`` (no CUDA GPU). bfloat16 only with
+    native support (compute capability >= 8.0: A100, L4, H100...); an older GPU such as the T4
+    (7.5) gets float16, although ``torch.cuda.is_bf16_supported()`` says True there (it counts
+    emulated bfloat16), because that is what Unsloth loads the model in. A GPU of unknown
+    capability gets float16 too (every CUDA GPU has it). Without a CUDA GPU, neither: float32.
+    ``bf16_supported=False`` (e.g. ``unsloth.is_bfloat16_supported()``) vetoes bfloat16.
+    """
+    capability = hw_or_capability
+    if isinstance(capability, HardwareInfo):
+        capability = capability.gpu
+    if capability is None:
+        return {"bf16": False, "fp16": False}
+    if not isinstance(capability, tuple):  # a GpuInfo
+        capability = capability.compute_capability
+    bf16 = capability is not None and tuple(capability) >= (8, 0) and bf16_supported is not False
+    return {"bf16": bf16, "fp16": not bf16}
+
+
 def train_lora_unsloth(train_rows: list[dict], config: LoraConfig, output_dir: str | Path,
                        model_name: str = UNSLOTH_MODEL, load_in_4bit: bool = True):
     """The course notes' Unsloth script, with today's APIs (GPU only; runs on Colab).
 
     Returns ``(model, tokenizer, TrainResult)``; the model is a PEFT model ready to merge.
     """
-    from unsloth import FastLanguageModel  # noqa: I001  (unsloth must be imported first)
+    from unsloth import FastLanguageModel, is_bfloat16_supported  # noqa: I001  (unsloth first)
     import torch
     from trl import SFTConfig, SFTTrainer
 
+    # One decision for the model's dtype and the trainer's flags, so they cannot disagree (on a
+    # T4, bf16=torch.cuda.is_bf16_supported() meets a float16 model and Unsloth stops).
+    precision = mixed_precision(detect_hardware(), bf16_supported=is_bfloat16_supported())
+    dtype = torch.bfloat16 if precision["bf16"] else torch.float16 if precision["fp16"] else None
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=model_name, max_seq_length=config.max_length, load_in_4bit=load_in_4bit)
+        model_name=model_name, max_seq_length=config.max_length, load_in_4bit=load_in_4bit,
+        dtype=dtype)
     model = FastLanguageModel.get_peft_model(
         model, r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
         target_modules=list(config.targets), bias="none",
@@ -282,7 +309,7 @@ def train_lora_unsloth(train_rows: list[dict], config: LoraConfig, output_dir: s
             output_dir=str(output_dir), per_device_train_batch_size=config.batch_size,
             num_train_epochs=config.epochs, learning_rate=config.learning_rate,
             max_length=config.max_length, logging_steps=2, optim="adamw_8bit",
-            bf16=torch.cuda.is_bf16_supported(), fp16=not torch.cuda.is_bf16_supported(),
+            bf16=precision["bf16"], fp16=precision["fp16"],
             seed=config.seed, report_to=[], save_strategy="no"),
     )
     start = time.perf_counter()

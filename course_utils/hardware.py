@@ -34,6 +34,9 @@ class GpuInfo:
     name: str
     vram_total: int  #: bytes
     vram_free: int | None = None  #: bytes, when known
+    #: CUDA compute capability ``(major, minor)``, e.g. ``(7, 5)`` on a T4, when known (via torch):
+    #: native bfloat16 needs ``>= (8, 0)``.
+    compute_capability: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,9 @@ def _gpu_from_torch() -> GpuInfo | None:
             return None
         props = torch.cuda.get_device_properties(0)
         free, _total = torch.cuda.mem_get_info(0)
-        return GpuInfo(name=props.name, vram_total=int(props.total_memory), vram_free=int(free))
+        major, minor = torch.cuda.get_device_capability(0)
+        return GpuInfo(name=props.name, vram_total=int(props.total_memory), vram_free=int(free),
+                       compute_capability=(int(major), int(minor)))
     except Exception:  # a broken CUDA install must not break the report
         return None
 
