@@ -2,15 +2,153 @@
 
 A Llama decoder layer is RMSNorm -> attention (RoPE, grouped-query) -> RMSNorm -> SwiGLU MLP.
 Knowing the handful of numbers in :class:`ArchSpec` is enough to count parameters and to size the
-KV cache, which the course checks against the real tensors of the bundled GGUF.
+KV cache, which the course checks against the real tensors of whatever GGUF is loaded (the bundled
+SmolLM2 or any Llama 3.x). Llama 3.1+ files also store the "llama3" RoPE scaling as a small
+``rope_freqs.weight`` tensor: fixed factors, not learned parameters, counted apart.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from .models import validate_gguf
+
+
+# --------------------------------------------------------------------------- reading a GGUF
+
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
+            10: "<Q", 11: "<q", 12: "<d"}
+_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?",
+          10: "<u8", 11: "<i8", 12: "<f8"}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of a GGUF file, as its index describes it (the weights are not read)."""
+
+    name: str
+    shape: tuple[int, ...]  #: GGUF order: innermost dimension first, e.g. (inputs, outputs)
+    type_name: str  #: GGML type: ``"Q4_1"``, ``"Q4_K"``, ``"F16"``...
+    n_elements: int
+    n_bytes: int
+    offset: int  #: from the start of the file
+
+
+@dataclass(frozen=True)
+class GgufIndex:
+    """The metadata and the tensor index of a GGUF file."""
+
+    path: Path
+    version: int
+    fields: dict  #: key -> value (arrays of strings as lists, numeric arrays as numpy arrays)
+    field_bytes: dict  #: key -> bytes the key/value pair takes in the file
+    tensors: tuple[TensorInfo, ...]
+    data_offset: int  #: where the tensor data starts (aligned)
+
+    def tensor(self, name: str) -> TensorInfo:
+        for t in self.tensors:
+            if t.name == name:
+                return t
+        raise KeyError(f"El archivo no tiene el tensor {name!r}.")
+
+    def read_tensor(self, name: str):
+        """The values of a small unquantized (F32/F16) tensor, e.g. ``rope_freqs.weight``."""
+        import numpy as np
+
+        t = self.tensor(name)
+        dtype = {"F32": "<f4", "F16": "<f2"}.get(t.type_name)
+        if dtype is None:
+            raise ValueError(f"{name} es {t.type_name}: solo se leen tensores F32 o F16.")
+        with open(self.path, "rb") as f:
+            f.seek(t.offset)
+            return np.frombuffer(f.read(t.n_bytes), dtype=dtype).reshape(t.shape[::-1])
+
+
+def _read_index(path: Path) -> GgufIndex:
+    import mmap
+    import struct
+
+    import gguf
+    import numpy as np
+
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        if buf[:4] != b"GGUF":
+            raise ValueError(f"{path.name} no empieza por los bytes GGUF.")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+        pos = 24
+
+        def string() -> str:
+            nonlocal pos
+            (n,) = struct.unpack_from("<Q", buf, pos)
+            pos += 8 + n
+            return buf[pos - n:pos].decode("utf-8", errors="replace")
+
+        def value(kind: int):
+            nonlocal pos
+            if kind == _STRING:
+                return string()
+            if kind == _ARRAY:
+                item, count = struct.unpack_from("<IQ", buf, pos)
+                pos += 12
+                if item == _STRING:
+                    return [string() for _ in range(count)]
+                if item == _ARRAY:
+                    return [value(_ARRAY) for _ in range(count)]
+                dtype = np.dtype(_NUMPY[item])
+                out = np.frombuffer(buf, dtype=dtype, count=count, offset=pos).copy()
+                pos += dtype.itemsize * count
+                return out
+            fmt = _SCALARS[kind]
+            (out,) = struct.unpack_from(fmt, buf, pos)
+            pos += struct.calcsize(fmt)
+            return out
+
+        fields, field_bytes = {}, {}
+        for _ in range(n_kv):
+            start = pos
+            key = string()
+            (kind,) = struct.unpack_from("<I", buf, pos)
+            pos += 4
+            fields[key] = value(kind)
+            field_bytes[key] = pos - start
+        infos = []
+        for _ in range(n_tensors):
+            name = string()
+            (n_dims,) = struct.unpack_from("<I", buf, pos)
+            shape = struct.unpack_from(f"<{n_dims}Q", buf, pos + 4)
+            kind, offset = struct.unpack_from("<IQ", buf, pos + 4 + 8 * n_dims)
+            pos += 4 + 8 * n_dims + 12
+            infos.append((name, tuple(int(d) for d in shape), kind, offset))
+        alignment = int(fields.get("general.alignment", 32))
+        data_offset = pos + (-pos) % alignment
+    tensors = []
+    for name, shape, kind, offset in infos:
+        qtype = gguf.GGMLQuantizationType(kind)
+        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        n = int(np.prod(shape))
+        tensors.append(TensorInfo(name, shape, qtype.name, n, n // block * size, data_offset + offset))
+    return GgufIndex(path, int(version), fields, field_bytes, tuple(tensors), data_offset)
+
+
+_INDEX_CACHE: dict = {}
+
+
+def read_gguf_index(path: str | os.PathLike) -> GgufIndex:
+    """Read a GGUF's metadata and tensor index (not the weights), in well under a second.
+
+    Same information as ``gguf.GGUFReader``, which parses every vocabulary entry into numpy
+    objects and takes tens of seconds on a 128 256-token Llama 3 file. Cached per file version.
+    """
+    path = validate_gguf(path)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _INDEX_CACHE:
+        _INDEX_CACHE.clear()  # one file at a time is what the chapters need
+        _INDEX_CACHE[key] = _read_index(path)
+    return _INDEX_CACHE[key]
 
 
 @dataclass(frozen=True)
@@ -28,10 +166,25 @@ class ArchSpec:
     rope_theta: float
     norm_eps: float
     tied_embeddings: bool  #: output head shares the token-embedding matrix
+    #: RoPE scaling: ``None``, ``"llama3"`` (Llama 3.1+: stored as ``rope_freqs.weight``) or the
+    #: ``rope.scaling.type`` of the GGUF metadata (``"linear"``, ``"yarn"``...).
+    rope_scaling: str | None = None
+    rope_scaling_factor: float | None = None  #: how much the longest wavelengths are stretched
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @property
+    def rope_freqs_values(self) -> int:
+        """Numbers in ``rope_freqs.weight``: one factor per rotated pair (head_dim / 2) for the
+        "llama3" scaling, 0 otherwise. Stored in the GGUF, but fixed: not a learned parameter."""
+        return self.head_dim // 2 if self.rope_scaling == "llama3" else 0
+
+    @property
+    def n_stored(self) -> int:
+        """Numbers a GGUF of this model stores: the parameters plus the RoPE factors."""
+        return self.n_params + self.rope_freqs_values
 
     @property
     def gqa_group(self) -> int:
@@ -67,18 +220,24 @@ class ArchSpec:
     @classmethod
     def from_gguf(cls, path: str | os.PathLike) -> "ArchSpec":
         """Read the hyper-parameters from a GGUF file's metadata (no weights are loaded)."""
-        from gguf import GGUFReader
-
-        reader = GGUFReader(str(validate_gguf(path)))
-        fields = reader.fields
-        arch = fields["general.architecture"].contents()
+        index = read_gguf_index(path)
+        fields = index.fields
+        arch = fields["general.architecture"]
 
         def get(key: str):
-            return fields[f"{arch}.{key}"].contents()
+            return fields[f"{arch}.{key}"]
 
         n_heads = int(get("attention.head_count"))
-        tensor_names = {t.name for t in reader.tensors}
-        name = fields["general.name"].contents() if "general.name" in fields else arch
+        tensors = {t.name for t in index.tensors}
+        name = fields.get("general.name", arch)
+        scaling, factor = None, None
+        if "rope_freqs.weight" in tensors:  # llama.cpp's converter stores Llama 3's scaling here
+            scaling = "llama3"
+            factor = float(index.read_tensor("rope_freqs.weight").max())
+        elif fields.get(f"{arch}.rope.scaling.type", "none") != "none":
+            scaling = str(get("rope.scaling.type"))
+            if f"{arch}.rope.scaling.factor" in fields:
+                factor = float(get("rope.scaling.factor"))
         return cls(
             name=str(name),
             n_layers=int(get("block_count")),
@@ -86,26 +245,74 @@ class ArchSpec:
             n_heads=n_heads,
             n_kv_heads=int(get("attention.head_count_kv")) if f"{arch}.attention.head_count_kv" in fields else n_heads,
             d_ff=int(get("feed_forward_length")),
-            vocab_size=len(fields["tokenizer.ggml.tokens"].contents()),
+            vocab_size=len(fields["tokenizer.ggml.tokens"]),
             context_length=int(get("context_length")),
             rope_theta=float(get("rope.freq_base")) if f"{arch}.rope.freq_base" in fields else 10000.0,
             norm_eps=float(get("attention.layer_norm_rms_epsilon")),
-            tied_embeddings="output.weight" not in tensor_names,
+            tied_embeddings="output.weight" not in tensors,
+            rope_scaling=scaling,
+            rope_scaling_factor=factor,
         )
 
 
 def gguf_tensor_params(path: str | os.PathLike) -> int:
-    """Total number of weights stored in a GGUF file, counted tensor by tensor."""
-    from gguf import GGUFReader
-
-    return sum(int(t.n_elements) for t in GGUFReader(str(validate_gguf(path))).tensors)
+    """Total number of values stored in a GGUF file's tensors, counted tensor by tensor."""
+    return sum(t.n_elements for t in read_gguf_index(path).tensors)
 
 
-#: Llama 3.1 8B as published by Meta (``config.json`` of meta-llama/Llama-3.1-8B).
+@dataclass(frozen=True)
+class GgufLayout:
+    """Where the bytes of a GGUF file go."""
+
+    file_bytes: int
+    header_bytes: int  #: everything before the tensor data: metadata, tensor index, alignment
+    metadata_bytes: int  #: the key/value metadata alone
+    tokenizer_bytes: int  #: the ``tokenizer.*`` keys (vocabulary, merges, template...)
+    tensor_bytes: int  #: the weights
+    padding_bytes: int  #: alignment between tensors
+
+    @property
+    def weight_share(self) -> float:
+        return self.tensor_bytes / self.file_bytes
+
+
+def gguf_layout(path: str | os.PathLike) -> GgufLayout:
+    """Measure a GGUF: header (metadata + tensor index), weights and alignment padding."""
+    index = read_gguf_index(path)
+    tensor_bytes = sum(t.n_bytes for t in index.tensors)
+    file_bytes = index.path.stat().st_size
+    sizes = index.field_bytes
+    return GgufLayout(
+        file_bytes=file_bytes,
+        header_bytes=index.data_offset,
+        metadata_bytes=sum(sizes.values()),
+        tokenizer_bytes=sum(n for k, n in sizes.items() if k.startswith("tokenizer.")),
+        tensor_bytes=tensor_bytes,
+        padding_bytes=file_bytes - index.data_offset - tensor_bytes,
+    )
+
+
+def expected_bits_per_weight(type_name: str) -> float:
+    """Bits per weight that a GGML tensor type takes by definition (block bytes / block size).
+
+    ``"Q4_1"`` -> 5.0 (32 weights in 20 bytes), ``"Q8_0"`` -> 8.5, ``"F16"`` -> 16.0.
+    """
+    import gguf
+
+    try:
+        qtype = gguf.GGMLQuantizationType[type_name]
+    except KeyError:
+        raise ValueError(f"Tipo de tensor GGML desconocido: {type_name!r}.") from None
+    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    return 8 * type_size / block_size
+
+
+#: Llama 3.1 8B as published by Meta (``config.json`` of meta-llama/Llama-3.1-8B; its
+#: ``rope_scaling``: type "llama3", factor 8, original context 8 192).
 LLAMA_31_8B = ArchSpec(
     name="Llama 3.1 8B", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=8, d_ff=14336,
     vocab_size=128256, context_length=131072, rope_theta=500000.0, norm_eps=1e-5,
-    tied_embeddings=False,
+    tied_embeddings=False, rope_scaling="llama3", rope_scaling_factor=8.0,
 )
 #: Published total of Llama 3.1 8B (model card: 8.03 B parameters).
 LLAMA_31_8B_PUBLISHED_PARAMS = 8.03e9
