@@ -13,7 +13,7 @@ import html
 import json
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from importlib import resources
 
 _HEX_ERRORS = "course_tokens_hex"
@@ -128,14 +128,19 @@ class HFTokenizerView(TokenizerView):
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size(with_added_tokens=True)
 
-    @property
+    @cached_property
     def special_tokens(self) -> dict[str, int]:
         """Special (added) tokens, ``{text: id}``."""
         return {t.content: i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
 
 
 class LlamaCppTokenizerView(TokenizerView):
-    """The tokenizer stored in a GGUF, through a loaded ``llama_cpp.Llama``."""
+    """The tokenizer stored in a GGUF, through a loaded ``llama_cpp.Llama``.
+
+    Pieces come from llama.cpp's ``llama_token_to_piece`` with a buffer as large as the piece:
+    ``Llama.detokenize`` (llama-cpp-python 0.3.x) uses a fixed 32-byte buffer and silently drops
+    longer pieces, such as the runs of spaces or dashes that Llama 3 has as single tokens.
+    """
 
     def __init__(self, llm, name: str | None = None):
         self.llm = llm
@@ -145,10 +150,23 @@ class LlamaCppTokenizerView(TokenizerView):
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
 
     def piece(self, token_id: int) -> bytes:
-        return self.llm.detokenize([token_id], special=True)
+        import ctypes
+
+        import llama_cpp
+
+        if not 0 <= token_id < self.vocab_size:
+            raise KeyError(f"El id {token_id} no existe en el vocabulario de {self.name}.")
+        vocab, size = self.llm._model.vocab, 64
+        while True:
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_token_to_piece(vocab, llama_cpp.llama_token(token_id), buf, size,
+                                               0, True)
+            if n >= 0:
+                return buf.raw[:n]
+            size = -n  # the piece needs -n bytes: ask again with room for it
 
     def decode(self, ids: list[int]) -> str:
-        return self.llm.detokenize(ids, special=True).decode("utf-8", errors="replace")
+        return b"".join(self.piece(i) for i in ids).decode("utf-8", errors="replace")
 
     @property
     def vocab_size(self) -> int:
@@ -165,6 +183,57 @@ def llama3_view() -> HFTokenizerView:
 def llama_cpp_view(llm, name: str | None = None) -> LlamaCppTokenizerView:
     """The tokenizer of a model loaded with llama-cpp-python (e.g. ``cu.load_llm()``)."""
     return LlamaCppTokenizerView(llm, name)
+
+
+def model_view(llm) -> LlamaCppTokenizerView:
+    """The tokenizer of the model the chapter loaded, named after it (``gating.model_label``)."""
+    from .gating import model_label
+
+    return LlamaCppTokenizerView(llm, model_label(llm))
+
+
+#: Name the chapters give to the bundled model's tokenizer.
+SMOLLM2_NAME = "SmolLM2-135M"
+
+
+def smollm2_view(llm=None) -> LlamaCppTokenizerView:
+    """The tokenizer of the bundled SmolLM2, to compare with Llama 3's.
+
+    Reuses ``llm`` when it is the bundled model; otherwise loads only SmolLM2's vocabulary
+    (``vocab_only=True``: no weights, a fraction of a second), so a chapter that runs on a Llama 3
+    (``COURSE_MODEL``) still compares the two vocabularies.
+    """
+    from .gating import is_bundled
+
+    if llm is not None and is_bundled(llm):
+        return LlamaCppTokenizerView(llm, SMOLLM2_NAME)
+    from llama_cpp import Llama
+
+    from .course_llama import quiet_stderr
+    from .models import bundled_model_path
+
+    with quiet_stderr():
+        vocab = Llama(model_path=str(bundled_model_path()), vocab_only=True, verbose=False)
+    return LlamaCppTokenizerView(vocab, SMOLLM2_NAME)
+
+
+#: Tokens of every Llama 3.x text model (the packaged tokenizer.json adds ``<|image|>``, 128 256,
+#: for the Vision models).
+LLAMA3_TEXT_VOCAB = 128_256
+
+
+def is_llama3_tokenizer(view: TokenizerView, reference: HFTokenizerView | None = None) -> bool:
+    """True when ``view`` has exactly Llama 3's vocabulary: 128 256 tokens, the same bytes for
+    every id (compared with the real tokenizer, ``reference`` or :func:`llama3_view`)."""
+    if view.vocab_size != LLAMA3_TEXT_VOCAB:
+        return False
+    reference = reference or llama3_view()
+    return all(view.piece(i) == reference.piece(i) for i in range(LLAMA3_TEXT_VOCAB))
+
+
+def tokenization_differences(a: TokenizerView, b: TokenizerView, texts: list[str]) -> list[str]:
+    """The texts that ``a`` and ``b`` split into different ids (empty: they agree on all)."""
+    return [text for text in texts if a.ids(text) != b.ids(text)]
 
 
 # --------------------------------------------------------------------------- counting

@@ -85,3 +85,40 @@ def test_html_view_escapes_and_marks_partial_tokens(llama3):
     html = T.compare_html("<b>🍕</b>", [llama3])
     assert "<b>🍕" not in html and "&lt;b&gt;" in html
     assert "dashed" in html and 'title="id ' in html
+
+
+@pytest.fixture(scope="module")
+def standin_view(tmp_path_factory):
+    from llama_cpp import Llama
+
+    from course_utils.course_llama import quiet_stderr
+
+    path = cu.standin.standin_path("tied", folder=tmp_path_factory.mktemp("standin"))
+    with quiet_stderr():
+        vocab = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    return T.llama_cpp_view(vocab, "stand-in")
+
+
+def test_a_llama3_gguf_is_recognised_and_tokenizes_like_the_real_tokenizer(standin_view, llama3, smol):
+    assert T.is_llama3_tokenizer(standin_view, llama3)
+    assert not T.is_llama3_tokenizer(smol, llama3)
+    assert T.tokenization_differences(standin_view, llama3, SAMPLES) == []
+    assert T.tokenization_differences(smol, llama3, SAMPLES[:1]) == SAMPLES[:1]
+
+
+def test_pieces_longer_than_32_bytes_are_not_lost(standin_view, llama3):
+    # llama-cpp-python's detokenize drops pieces over 32 bytes; the view must not
+    dashes = "-" * 64
+    assert llama3.ids(dashes) == [3597]
+    assert standin_view.piece(3597) == dashes.encode() == llama3.piece(3597)
+    assert standin_view.decode(standin_view.ids(dashes + " fin")) == dashes + " fin"
+    with pytest.raises(KeyError, match="no existe"):
+        standin_view.piece(T.LLAMA3_TEXT_VOCAB)
+
+
+def test_smollm2_view_reuses_the_bundled_model_or_loads_only_its_vocabulary(smol):
+    reused = T.smollm2_view(smol.llm)
+    assert reused.llm is smol.llm and reused.name == T.SMOLLM2_NAME
+    alone = T.smollm2_view()
+    assert alone.llm is not smol.llm and alone.vocab_size == smol.vocab_size
+    assert alone.ids("¡Hola mundo!") == smol.ids("¡Hola mundo!")
