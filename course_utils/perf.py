@@ -202,6 +202,47 @@ def context_memory(make_llm, n_ctx_values, *, progress: bool = True) -> list[tup
     return rows
 
 
+def cpu_decoding(model_or_choice) -> bool:
+    """True when the model runs on the CPU: no layer offloaded to a GPU (``n_gpu_layers == 0``).
+
+    Takes a loaded model (``llm.course_choice``) or a :class:`~course_utils.models.ModelChoice`.
+    The ladder offloads every layer (``-1``) only on a CUDA/Metal machine with a llama.cpp build
+    that can use it, so this is the hardware record's verdict for that model. Claims calibrated on
+    CPU decoding (more threads, more speed; a fuller context, slower generation; more bytes per
+    token, slower) only hold then: on a GPU the weights and the KV cache live in VRAM.
+    """
+    choice = getattr(model_or_choice, "course_choice", None) or model_or_choice
+    layers = getattr(choice, "n_gpu_layers", None)
+    if layers is None:
+        raise TypeError(f"Se esperaba un modelo cargado con cu.load_llm o un ModelChoice, no "
+                        f"{type(model_or_choice).__name__}.")
+    return layers == 0
+
+
+def check_on_cpu(claim: str, holds: bool, model_or_choice, why_not: str, *,
+                 effect: float | None = None, min_effect: float = 0.0,
+                 why_small: str = "") -> bool:
+    """Assert a claim about CPU decoding speed where a timing can show it; otherwise say why not.
+
+    Asserted (a false ``claim`` raises ``AssertionError``) only when the model runs on the CPU
+    (:func:`cpu_decoding`) and the expected ``effect`` (in the caller's units: extra bytes per
+    token, cores...) is at least ``min_effect``: a smaller effect is lost in the noise of a
+    timing. Otherwise nothing is asserted and the line printed gives the reason (``why_not`` on a
+    GPU, ``why_small`` for a small effect) and the measured outcome.
+    """
+    outcome = "se cumple" if holds else "no se cumple"
+    if not cpu_decoding(model_or_choice):
+        print(f"ⓘ No se comprueba «{claim}» ({outcome} aquí): {why_not}")
+        return holds
+    if effect is not None and effect < min_effect:
+        print(f"ⓘ No se comprueba «{claim}» ({outcome} aquí): {why_small}")
+        return holds
+    if not holds:
+        raise AssertionError(f"No se cumple generando en la CPU: {claim}")
+    print(f"✔ {claim} (generando en la CPU).")
+    return True
+
+
 def percentile(values, q: float) -> float:
     """The ``q``-th percentile (0–100), linear interpolation (as numpy's default)."""
     if not len(values):

@@ -8,6 +8,7 @@ leaves a partial file behind. ``perplexity`` and ``compare_logprobs`` measure qu
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import time
 from collections import Counter
@@ -23,6 +24,12 @@ from .models import validate_gguf
 QUANT_TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K", "Q4_0", "Q4_1",
                "Q5_0", "Q5_1", "Q4_K_S", "Q5_K_S", "Q3_K_S", "Q3_K_L")
 UNQUANTIZED = {"F32", "F16", "BF16"}
+#: Bits per weight of the unquantized types.
+NOMINAL_BITS = {"F32": 32.0, "F16": 16.0, "BF16": 16.0}
+#: Values per row a K-quant super-block holds: a tensor whose rows are not a multiple of it
+#: cannot be stored in a ``*_K`` type, and llama.cpp falls back to an older type.
+QK_K = 256
+K_TYPES = {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"}
 
 
 class QuantizationError(CourseError, ValueError):
@@ -40,22 +47,46 @@ def _ftype(qtype: str) -> int:
     return getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{name}")
 
 
+def _index(path: str | os.PathLike):
+    """Metadata and tensor index of a GGUF file (no weights), cached per file version.
+
+    ``gguf.GGUFReader`` parses every token of the vocabulary into numpy objects: tens of seconds
+    for Llama 3's 128 256 tokens and 280 000 merges. ``read_gguf_index`` takes about a second, and
+    this chapter reads each of its files several times.
+    """
+    path = validate_gguf(path)
+    stat = path.stat()
+    return _cached_index(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_index(path: str, size: int, mtime_ns: int):
+    from .architecture import read_gguf_index
+
+    del size, mtime_ns  # part of the cache key only
+    return read_gguf_index(path)
+
+
+def _tensors(path: str | os.PathLike) -> tuple:
+    return _index(path).tensors
+
+
+def _type_name(tensor) -> str:
+    return tensor.type_name
+
+
 def tensor_types(path: str | os.PathLike) -> dict[str, float]:
     """Share of the weights stored in each tensor type, e.g. ``{"Q4_K": 0.6, "Q6_K": 0.4}``."""
-    from gguf import GGUFReader
-
     counts: Counter = Counter()
-    for t in GGUFReader(str(validate_gguf(path))).tensors:
-        counts[t.tensor_type.name] += int(t.n_elements)
+    for t in _tensors(path):
+        counts[_type_name(t)] += int(t.n_elements)
     total = sum(counts.values())
     return {k: v / total for k, v in counts.most_common()}
 
 
 def bits_per_weight(path: str | os.PathLike) -> float:
     """Average bits per weight of the tensors in a GGUF file (metadata excluded)."""
-    from gguf import GGUFReader
-
-    tensors = GGUFReader(str(validate_gguf(path))).tensors
+    tensors = _tensors(path)
     return 8 * sum(int(t.n_bytes) for t in tensors) / sum(int(t.n_elements) for t in tensors)
 
 
@@ -63,6 +94,123 @@ def is_quantized(path: str | os.PathLike) -> bool:
     """True if most weights of the file are in a quantized type (not F32/F16/BF16)."""
     types = tensor_types(path)
     return sum(share for t, share in types.items() if t not in UNQUANTIZED) > 0.5
+
+
+def file_type(path: str | os.PathLike) -> str:
+    """llama.cpp's name for the type of a whole GGUF file: ``"Q4_1"``, ``"Q4_K_M"``, ``"F16"``…
+
+    Read from ``general.file_type``; a file without that key gets the type of most of its weights.
+    """
+    from gguf import LlamaFileType
+
+    value = _index(path).fields.get("general.file_type")
+    if value is not None:
+        try:
+            name = LlamaFileType(int(value)).name
+            return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:  # a type newer than this gguf package: fall through
+            pass
+    return next(iter(tensor_types(path)))
+
+
+def tensor_type(path: str | os.PathLike, name: str) -> str:
+    """Storage type of one tensor of a GGUF file (``"Q4_1"``, ``"F16"``…)."""
+    for t in _tensors(path):
+        if t.name == name:
+            return _type_name(t)
+    raise KeyError(f"No hay ningún tensor {name!r} en {Path(path).name}.")
+
+
+def _matrices(path):
+    return [t for t in _tensors(path) if len(t.shape) >= 2]
+
+
+def k_quant_share(path: str | os.PathLike) -> dict[str, float]:
+    """How much of the weight matrices (2-D tensors; norms are never quantized) can use K-quants.
+
+    ``"previsto"``: share of the matrices' weights whose rows (GGUF's first dimension) are a
+    multiple of :data:`QK_K` = 256, the only ones a ``*_K`` type can store; ``"en el archivo"``:
+    share actually stored in a K type. For a ``*_K_M`` file quantized by llama.cpp both agree:
+    every other matrix fell back to an older type (Q5_0, Q5_1, Q8_0…).
+    """
+    matrices = _matrices(path)
+    total = sum(int(t.n_elements) for t in matrices)
+    # GGUF order: the first dimension is the length of each row
+    fits = sum(int(t.n_elements) for t in matrices if int(t.shape[0]) % QK_K == 0)
+    stored = sum(int(t.n_elements) for t in matrices if _type_name(t) in K_TYPES)
+    return {"previsto": fits / total, "en el archivo": stored / total}
+
+
+def model_dims(path: str | os.PathLike) -> dict[str, int]:
+    """The widths of the model's matrices, from the GGUF metadata: ``d_model``, ``d_ff`` and ``kv``
+    (the width of K and V: K/V heads × head dimension). K-quants need rows that are multiples of 256.
+    """
+    fields = _index(path).fields
+    arch = fields.get("general.architecture", "llama")
+
+    def get(key, default=None):
+        return fields.get(f"{arch}.{key}", default)
+
+    d, n_head = int(get("embedding_length")), int(get("attention.head_count"))
+    n_kv = int(get("attention.head_count_kv", n_head))
+    head_dim = int(get("attention.key_length", d // n_head))
+    return {"d_model": d, "d_ff": int(get("feed_forward_length")), "kv": n_kv * head_dim}
+
+
+def file_stem(name: str) -> str:
+    """A file-name-safe, lower-case stem for a model name: ``"Llama 3.2 1B"`` -> ``"llama-3.2-1b"``."""
+    import re
+
+    stem = re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-.")
+    return stem or "modelo"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The unquantized file a chapter quantizes from and measures against."""
+
+    path: Path  #: the F16/BF16/F32 file
+    qtype: str  #: its type: ``"F16"``, ``"BF16"`` or ``"F32"``
+    source: Path  #: the model's own file
+    source_type: str  #: the type of the model's own file (``"Q4_1"``, ``"Q4_K_M"``, ``"F16"``…)
+    seconds: float
+
+    @property
+    def dequantized(self) -> bool:
+        """True when the model's file was quantized and the reference is its expansion to F16."""
+        return self.path != self.source
+
+    def describe(self) -> str:
+        """One paragraph in Spanish: what the reference is and what that means for the measures."""
+        size = self.path.stat().st_size / 1e6
+        if not self.dequantized:
+            return (f"Tu archivo ya está en {self.qtype} (sin cuantizar): es la referencia tal cual "
+                    f"({size:,.0f} MB). Las medidas son respecto a los pesos originales.")
+        return (f"Tu archivo está en {self.source_type}: llama.cpp lo ha descomprimido a F16 "
+                f"({size:,.0f} MB en {self.seconds:.1f} s, allow_requantize=True). Ese F16 "
+                f"reproduce los pesos de {self.source_type} con su redondeo incluido, no los "
+                "originales: las medidas son respecto a él, y cada cuantización nueva suma su "
+                f"redondeo al de {self.source_type}.")
+
+
+def unquantized_reference(src: str | os.PathLike, folder: str | os.PathLike,
+                          stem: str | None = None) -> Reference:
+    """The model ``src`` unquantized, to quantize from and to measure against.
+
+    An F16/BF16/F32 file is used as it is. A quantized one (the bundled Q4_1, a downloaded
+    Q4_K_M) is expanded by llama.cpp to ``folder/<stem>-f16.gguf``: that keeps the values the
+    quantized file stores, rounding error included; the original 16-bit weights are gone, so
+    the measures that follow are relative to this file, not to the original model.
+    """
+    src = validate_gguf(src)
+    source_type = file_type(src)
+    if not is_quantized(src):
+        types = tensor_types(src)
+        kind = max((t for t in types if t in UNQUANTIZED), key=types.get, default=source_type)
+        return Reference(src, kind, src, source_type, 0.0)
+    out = Path(folder) / f"{stem or file_stem(src.stem)}-f16.gguf"
+    result = quantize(src, out, "F16", allow_requantize=True)
+    return Reference(result.path, "F16", src, source_type, result.seconds)
 
 
 @dataclass(frozen=True)
@@ -200,10 +348,16 @@ def minmax_quantize(w: np.ndarray, bits: int, block_size: int = 32) -> np.ndarra
 
 def read_tensor(path: str | os.PathLike, name: str) -> np.ndarray:
     """A tensor of a GGUF file as float32 (dequantized if needed), in (rows, cols) order."""
-    from gguf import GGUFReader
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
     from gguf.quants import dequantize
 
-    for t in GGUFReader(str(validate_gguf(path))).tensors:
-        if t.name == name:
-            return np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
-    raise KeyError(f"No hay ningún tensor {name!r} en {Path(path).name}.")
+    found = [t for t in _tensors(path) if t.name == name]
+    if not found:
+        raise KeyError(f"No hay ningún tensor {name!r} en {Path(path).name}.")
+    t = found[0]
+    qtype = GGMLQuantizationType[t.type_name]
+    block, size = GGML_QUANT_SIZES[qtype]
+    raw = np.fromfile(validate_gguf(path), dtype=np.uint8, count=t.n_bytes, offset=t.offset)
+    rows = tuple(reversed(t.shape[1:]))  # numpy order: outer dimensions first, bytes of a row last
+    data = raw.reshape(*rows, t.shape[0] // block * size)
+    return np.asarray(dequantize(data, qtype), dtype=np.float32)

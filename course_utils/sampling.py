@@ -97,13 +97,8 @@ def llama_cpp_distribution(logits: np.ndarray, *, temperature: float = 0.8, top_
     return Distribution(final, kept)
 
 
-def next_token_logits(llm, prompt: str, chat: bool = True) -> np.ndarray:
-    """Raw logits of the token that comes after ``prompt``.
-
-    With ``chat=True`` the prompt is wrapped in the model's chat template as a user message, so
-    this is the distribution of the *first token of the answer*. The KV cache is reset before and
-    after, so later generations are not affected.
-    """
+def prompt_tokens(llm, prompt: str, chat: bool = True) -> list[int]:
+    """The tokens the model reads for ``prompt`` (wrapped in its chat template with ``chat``)."""
     from .prompts import gguf_chat_template, render_template
 
     text = prompt
@@ -112,7 +107,17 @@ def next_token_logits(llm, prompt: str, chat: bool = True) -> np.ndarray:
         if template is None:
             raise ValueError("Este modelo no trae plantilla de chat: usa chat=False.")
         text = render_template(template, [{"role": "user", "content": prompt}])
-    tokens = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+    return llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+
+
+def next_token_logits(llm, prompt: str, chat: bool = True) -> np.ndarray:
+    """Raw logits of the token that comes after ``prompt``.
+
+    With ``chat=True`` the prompt is wrapped in the model's chat template as a user message, so
+    this is the distribution of the *first token of the answer*. The KV cache is reset before and
+    after, so later generations are not affected.
+    """
+    tokens = prompt_tokens(llm, prompt, chat)
     llm.reset()
     llm.eval(tokens)
     ptr = llm._ctx.get_logits_ith(-1)  # logits of the last evaluated token
@@ -128,3 +133,24 @@ def top_candidates(llm, dist_or_probs, k: int = 10) -> list[tuple[int, str, floa
     probs = dist_or_probs.probs if isinstance(dist_or_probs, Distribution) else np.asarray(dist_or_probs)
     order = np.argsort(-probs, kind="stable")[:k]
     return [(int(i), readable(llm.detokenize([int(i)], special=True)), float(probs[i])) for i in order]
+
+
+def sample_next_token(llm, prompt: str, *, seed: int, chat: bool = True, temperature: float = 0.8,
+                      top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05) -> int:
+    """The token id llama.cpp's own sampler draws right after ``prompt``, with ``seed``.
+
+    Same prompt tokens as :func:`next_token_logits` and the same sampler chain
+    ``create_completion`` uses (``Llama.generate`` after ``set_seed``). It returns the *id*, not
+    text: a token can be half of a UTF-8 character (common in a 128 000-token vocabulary), and
+    llama-cpp-python's text functions then keep generating to complete the character.
+    """
+    tokens = prompt_tokens(llm, prompt, chat)
+    llm.reset()
+    llm.set_seed(seed)
+    draws = llm.generate(tokens, top_k=top_k, top_p=top_p, min_p=min_p, temp=temperature)
+    try:
+        token = next(draws)
+    finally:
+        draws.close()
+        llm.reset()
+    return int(token)

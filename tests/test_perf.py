@@ -5,6 +5,8 @@ import pytest
 import course_utils as cu
 from course_utils import batching, perf
 
+from .conftest import APPLE_M2, COLAB_T4, CPU_8GB
+
 
 @pytest.fixture(scope="module")
 def llm():
@@ -109,3 +111,54 @@ def test_complete_many_gives_the_same_answers_with_and_without_prefix_reuse(llm)
     chat = batching.complete_many(llm, [[{"role": "user", "content": "Hola"}]], max_tokens=4,
                                   progress=False)
     assert len(chat.answers) == 1 and chat.completion_tokens >= 1
+
+
+# --------------------------------------------------------------------------- CPU or GPU decoding
+
+
+def test_cpu_decoding_follows_the_hardware_record(clean_env, no_network, gpu_build):
+    """GPU-offloaded models (CUDA/Metal with a GPU build) are not checked against CPU claims."""
+    assert perf.cpu_decoding(cu.choose_model(hw=CPU_8GB))
+    t4 = cu.choose_model(hw=COLAB_T4)
+    assert t4.n_gpu_layers == -1 and not perf.cpu_decoding(t4)
+    assert not perf.cpu_decoding(cu.choose_model(hw=APPLE_M2))
+
+
+def test_cpu_decoding_with_a_cpu_only_build_on_a_gpu_machine(clean_env, no_network, monkeypatch):
+    import llama_cpp
+
+    monkeypatch.setattr(llama_cpp, "llama_supports_gpu_offload", lambda: False)
+    assert perf.cpu_decoding(cu.choose_model(hw=COLAB_T4))  # nothing offloaded: CPU decoding
+
+
+def test_cpu_decoding_of_a_loaded_model_and_of_a_partial_offload(llm):
+    assert perf.cpu_decoding(llm)  # this machine, bundled model: n_gpu_layers == 0
+    partial = cu.choose_model(hw=CPU_8GB)
+    from dataclasses import replace
+
+    assert not perf.cpu_decoding(replace(partial, n_gpu_layers=12))
+    with pytest.raises(TypeError, match="ModelChoice"):
+        perf.cpu_decoding("modelo.gguf")
+
+
+def test_check_on_cpu_asserts_on_cpu_and_explains_on_gpu(clean_env, no_network, gpu_build,
+                                                          capsys):
+    cpu, gpu = cu.choose_model(hw=CPU_8GB), cu.choose_model(hw=COLAB_T4)
+    assert perf.check_on_cpu("más hilos, más rápido", True, cpu, "razón")
+    with pytest.raises(AssertionError, match="más hilos"):
+        perf.check_on_cpu("más hilos, más rápido", False, cpu, "razón")
+    assert perf.check_on_cpu("más hilos, más rápido", False, gpu,
+                             "en GPU no dependen de los hilos") is False
+    out = capsys.readouterr().out
+    assert "✔ más hilos" in out and "no se cumple aquí" in out and "en GPU no dependen" in out
+
+
+def test_check_on_cpu_does_not_assert_an_effect_too_small_to_measure(clean_env, no_network,
+                                                                     capsys):
+    cpu = cu.choose_model(hw=CPU_8GB)
+    kwargs = dict(min_effect=0.1, why_small="la caché añade solo un 2 %")
+    assert perf.check_on_cpu("más lento con la caché llena", False, cpu, "GPU", effect=0.02,
+                             **kwargs) is False
+    assert "la caché añade solo un 2 %" in capsys.readouterr().out
+    with pytest.raises(AssertionError):
+        perf.check_on_cpu("más lento con la caché llena", False, cpu, "GPU", effect=0.3, **kwargs)

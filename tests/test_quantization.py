@@ -139,3 +139,58 @@ def test_quantize_prints_nothing_to_python_stderr(f16, tmp_path, capsys):
     Q.quantize(f16.path, tmp_path / "q4.gguf", "Q4_K_M")
     captured = capsys.readouterr()
     assert captured.err == "" and captured.out == ""
+
+
+# --------------------------------------------------------------------------- any Llama 3.x file
+
+
+@pytest.fixture(scope="module")
+def standin_f16(tmp_path_factory):
+    from course_utils import standin
+
+    return standin.standin_path("tied", folder=tmp_path_factory.mktemp("standin"))
+
+
+def test_file_and_tensor_types():
+    bundled = cu.bundled_model_path()
+    assert Q.file_type(bundled) == "Q4_1"
+    assert Q.tensor_type(bundled, "blk.0.ffn_gate.weight") == "Q4_1"
+    assert Q.tensor_type(bundled, "token_embd.weight") == "Q8_0"
+    with pytest.raises(KeyError, match="nope"):
+        Q.tensor_type(bundled, "nope")
+
+
+def test_unquantized_reference_expands_a_quantized_file(tmp_path):
+    ref = Q.unquantized_reference(cu.bundled_model_path(), tmp_path, "smollm2-135m")
+    assert ref.dequantized and ref.qtype == "F16" and ref.source_type == "Q4_1"
+    assert ref.path == tmp_path / "smollm2-135m-f16.gguf" and not Q.is_quantized(ref.path)
+    assert "Q4_1" in ref.describe() and "redondeo" in ref.describe()
+
+
+def test_unquantized_reference_keeps_an_f16_file(standin_f16, tmp_path):
+    ref = Q.unquantized_reference(standin_f16, tmp_path)
+    assert not ref.dequantized and ref.path == standin_f16 and ref.qtype == "F16"
+    assert ref.source_type == "F16" and list(tmp_path.iterdir()) == []  # nothing written
+    assert "originales" in ref.describe()
+
+
+def test_k_quant_share_predicts_llama_cpp_fallbacks(f16, tmp_path):
+    """K-quants need rows that are multiples of 256: SmolLM2 (576) falls back, except ffn_down."""
+    q4 = Q.quantize(f16.path, tmp_path / "q4km.gguf", "Q4_K_M").path
+    share = Q.k_quant_share(q4)
+    assert share["previsto"] == pytest.approx(30 * 1536 * 576 / 134_479_872, rel=1e-6)
+    assert share["en el archivo"] == pytest.approx(share["previsto"], abs=1e-9)
+    assert Q.k_quant_share(f16.path)["en el archivo"] == 0
+
+
+def test_model_dims_and_read_tensor_on_the_llama3_standin(standin_f16):
+    assert Q.model_dims(cu.bundled_model_path()) == {"d_model": 576, "d_ff": 1536, "kv": 192}
+    assert Q.model_dims(standin_f16) == {"d_model": 128, "d_ff": 256, "kv": 64}
+    w = Q.read_tensor(standin_f16, "blk.0.ffn_gate.weight")
+    assert w.shape == (256, 128) and w.dtype == np.float32 and 0 < w.std() < 0.05
+
+
+def test_file_stem():
+    assert Q.file_stem("Llama-3.2-standin (tied)") == "llama-3.2-standin-tied"
+    assert Q.file_stem("SmolLM2-135M") == "smollm2-135m"
+    assert Q.file_stem("¿?") == "modelo"

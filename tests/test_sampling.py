@@ -90,3 +90,28 @@ def test_llama_cpp_only_draws_from_the_kept_set(llm, logits, params):
     drawn = {first_token(llm, seed=s, **params) for s in range(25)}
     assert drawn <= allowed, (drawn - allowed, dist.n_kept)
     assert len(drawn) > 1  # really sampling
+
+
+def test_sample_next_token_is_llama_cpp_drawing_from_the_kept_set(llm, logits):
+    """By id: a drawn token may be half a UTF-8 character (see the Llama 3 stand-in's vocabulary)."""
+    greedy = int(np.argmax(logits))
+    assert S.sample_next_token(llm, PROMPT, seed=0, temperature=0) == greedy
+    assert S.sample_next_token(llm, PROMPT, seed=5, temperature=1.3, top_k=1) == greedy
+    params = dict(temperature=1.0, top_k=0, top_p=0.5, min_p=0.0)
+    kept = set(np.flatnonzero(S.llama_cpp_distribution(logits, **params).kept).tolist())
+    drawn = [S.sample_next_token(llm, PROMPT, seed=s, **params) for s in range(25)]
+    assert set(drawn) <= kept and len(set(drawn)) > 1
+    assert drawn == [S.sample_next_token(llm, PROMPT, seed=s, **params) for s in range(25)]
+    assert llm.n_tokens == 0  # the KV cache is left empty
+
+
+def test_sample_next_token_on_the_llama3_standin(tmp_path):
+    """On a 128 256-token vocabulary, where the first draws include half characters."""
+    from course_utils import standin
+
+    llm = cu.load_llm(str(standin.standin_path("tied", folder=tmp_path)), n_ctx=256)
+    logits = S.next_token_logits(llm, PROMPT)
+    params = dict(temperature=1.0, top_k=3, top_p=1.0, min_p=0.0)
+    kept = set(np.flatnonzero(S.llama_cpp_distribution(logits, **params).kept).tolist())
+    drawn = {S.sample_next_token(llm, PROMPT, seed=s, **params) for s in range(12)}
+    assert drawn <= kept and len(drawn) > 1
