@@ -91,6 +91,71 @@ def gguf_chat_template(llm) -> str | None:
     return llm.metadata.get("tokenizer.chat_template")
 
 
+#: Chat formats the course tells apart, by the special tokens their templates write.
+TEMPLATE_NAMES = {"llama-3": "Llama 3", "chatml": "ChatML"}
+_FAMILY_MARKERS = {"llama-3": "<|start_header_id|>", "chatml": "<|im_start|>"}
+#: What each format writes to ask for the assistant's answer (the open assistant turn).
+GENERATION_PROMPTS = {
+    "llama-3": "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "chatml": "<|im_start|>assistant\n",
+}
+_SYSTEM_TURN = {
+    "llama-3": re.compile(r"<\|start_header_id\|>system<\|end_header_id\|>\n\n(.*?)<\|eot_id\|>", re.S),
+    "chatml": re.compile(r"<\|im_start\|>system\n(.*?)<\|im_end\|>", re.S),
+}
+
+
+def template_family(template: str | None) -> str | None:
+    """``"llama-3"`` or ``"chatml"`` (llama-cpp-python's ``chat_format`` names) for a chat
+    template, by the special tokens it writes; ``None`` for no template or another format."""
+    if not template:
+        return None
+    for family, marker in _FAMILY_MARKERS.items():
+        if marker in template:
+            return family
+    return None
+
+
+def wrong_chat_format(template: str | None) -> str:
+    """A ``chat_format`` that is *not* the template's, to measure what a wrong template costs:
+    ChatML for a Llama 3 model, Llama 3 for any other (SmolLM2 uses ChatML)."""
+    return "chatml" if template_family(template) == "llama-3" else "llama-3"
+
+
+def model_template_prompt(llm, messages: list[dict], add_generation_prompt: bool = True) -> str:
+    """The text the GGUF's own template makes of ``messages``, rendered with the model's BOS and
+    EOS token texts as llama-cpp-python does: tokenized with ``special=True`` and without adding
+    BOS, it is the prompt ``create_chat_completion`` sends."""
+    template = gguf_chat_template(llm)
+    if template is None:
+        raise PromptFormatError(
+            "Este modelo no trae plantilla de chat en su GGUF (es un modelo base): usa "
+            "create_completion con texto normal, o carga un modelo instruido."
+        )
+
+    def text(token_id: int) -> str:
+        return llm._model.token_get_text(token_id) if token_id != -1 else ""
+
+    return render_template(template, messages, bos_token=text(llm.token_bos()),
+                           eos_token=text(llm.token_eos()),
+                           add_generation_prompt=add_generation_prompt)
+
+
+def default_system_prompt(template: str | None) -> str | None:
+    """The system message a chat template inserts when the conversation has none, or ``None``.
+
+    SmolLM2's inserts «You are a helpful AI assistant named SmolLM…»; Meta's Llama 3 template
+    inserts nothing (Llama 3.1's adds a system turn with its knowledge cut-off date).
+    """
+    family = template_family(template)
+    if family is None:
+        return None
+    rendered = render_template(template, [{"role": "user", "content": "¿Hola?"}],
+                               add_generation_prompt=False)
+    match = _SYSTEM_TURN[family].search(rendered)
+    return match.group(1).strip() if match else None
+
+
 def few_shot_prompt(instruction: str, examples: list[tuple[str, str]], query: str,
                     input_label: str = "Texto", output_label: str = "Sentimiento") -> str:
     """A completion-style few-shot prompt; ends right where the model must write the label."""

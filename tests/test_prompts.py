@@ -91,3 +91,67 @@ def test_conversation_keeps_history():
     chat.ask("What is my name?", max_tokens=16)
     assert [m["role"] for m in chat.messages] == ["system", "user", "assistant", "user", "assistant"]
     assert chat.turns[1].prompt_tokens > chat.turns[0].prompt_tokens
+
+
+# A Llama 3.1-like template: inserts a system turn (its cut-off date) when there is none.
+LLAMA31_LIKE = (
+    "{{ bos_token }}{% if messages[0]['role'] != 'system' %}"
+    "{{ '<|start_header_id|>system<|end_header_id|>\\n\\nCutting Knowledge Date: December 2023"
+    "<|eot_id|>' }}{% endif %}{% for m in messages %}"
+    "{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + m['content'] + '<|eot_id|>' }}"
+    "{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    llm = cu.load_llm(cu.bundled_model_path(), n_ctx=512)
+    yield llm
+    llm.close()
+
+
+@pytest.fixture(scope="module")
+def standin_llm(tmp_path_factory):
+    path = cu.standin.standin_path("tied", folder=tmp_path_factory.mktemp("standin"))
+    llm = cu.load_llm(str(path), n_ctx=512)
+    yield llm
+    llm.close()
+
+
+def test_template_family_and_the_wrong_format(bundled, standin_llm):
+    smol, llama = P.gguf_chat_template(bundled), P.gguf_chat_template(standin_llm)
+    assert (P.template_family(smol), P.wrong_chat_format(smol)) == ("chatml", "llama-3")
+    assert (P.template_family(llama), P.wrong_chat_format(llama)) == ("llama-3", "chatml")
+    assert P.template_family(P.LLAMA3_CHAT_TEMPLATE) == "llama-3"
+    assert P.template_family(None) is None and P.template_family("{{ messages }}") is None
+    assert P.wrong_chat_format(None) == "llama-3"
+
+
+def test_default_system_prompt(bundled):
+    smol = P.default_system_prompt(P.gguf_chat_template(bundled))
+    assert smol == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert P.default_system_prompt(P.LLAMA3_CHAT_TEMPLATE) is None
+    assert P.default_system_prompt(LLAMA31_LIKE) == "Cutting Knowledge Date: December 2023"
+    assert P.default_system_prompt(None) is None
+
+
+@pytest.mark.parametrize("messages", CONVERSATIONS)
+def test_model_template_prompt_is_what_create_chat_completion_sends(messages, bundled, standin_llm):
+    for llm in (bundled, standin_llm):
+        text = P.model_template_prompt(llm, messages)
+        ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+        out = llm.create_chat_completion(messages=messages, max_tokens=1, temperature=0)
+        assert out["usage"]["prompt_tokens"] == len(ids)
+        family = P.template_family(P.gguf_chat_template(llm))
+        assert text.endswith(P.GENERATION_PROMPTS[family])
+    # the stand-in carries Meta's Llama 3 template: the course's builder gives the same text
+    assert P.model_template_prompt(standin_llm, messages) == P.llama3_prompt(messages)
+
+
+def test_a_base_model_has_no_template_to_render():
+    class Base:
+        metadata: dict = {}
+
+    with pytest.raises(P.PromptFormatError, match="modelo base"):
+        P.model_template_prompt(Base(), CONVERSATIONS[0])
