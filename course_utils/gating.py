@@ -31,18 +31,21 @@ def model_label(model_or_choice) -> str:
     choice = _choice(model_or_choice)
     if is_bundled(choice):
         return "SmolLM2-135M"
+    metadata = getattr(model_or_choice, "metadata", None)  # a loaded llama_cpp.Llama
+    if isinstance(metadata, dict) and metadata.get("general.name"):
+        return str(metadata["general.name"])
     path = getattr(choice, "path", None)
-    name = getattr(choice, "name", None) or (path.name if path else "tu modelo")
     if path is not None:
         try:
-            from gguf import GGUFReader
+            from .architecture import read_gguf_index  # fast: no vocabulary parsing
 
-            field = GGUFReader(str(path)).get_field("general.name")
-            if field is not None:
-                return str(field.contents())
+            name = read_gguf_index(path).fields.get("general.name")
+            if name:
+                return str(name)
         except Exception:  # a label is cosmetic: fall back to the file name
             pass
-    return str(name)
+        return path.name
+    return str(getattr(choice, "name", None) or "tu modelo")
 
 
 def behaviour(claim: str, holds: bool, model_or_choice) -> bool:
