@@ -38,8 +38,12 @@ def chat_token_counter(llm) -> Callable[[list[dict]], int]:
     formatter = chat_formatter(llm.chat_format)
 
     def count(messages: list[dict]) -> int:
-        prompt = formatter(messages=messages).prompt
-        return len(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True))
+        # as llama-cpp-python's chat handler: BOS added by the tokenizer unless the formatter
+        # already wrote it (ChatML models such as SmolLM2 add none; Llama 3 adds
+        # <|begin_of_text|>, which its llama-3 formatter leaves out of the text)
+        result = formatter(messages=messages)
+        add_bos = not getattr(result, "added_special", False)
+        return len(llm.tokenize(result.prompt.encode("utf-8"), add_bos=add_bos, special=True))
 
     return count
 

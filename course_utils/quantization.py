@@ -263,9 +263,14 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, qtype: str, *,
             status = llama_cpp.llama_model_quantize(str(src).encode(), str(partial).encode(),
                                                     ctypes.byref(params))
         if status != 0:
+            import shutil
+
+            free = shutil.disk_usage(dst.parent).free
+            hint = ("Comprueba que el archivo de entrada está completo." if free > src.stat().st_size
+                    else f"Solo quedan {free / 1e9:.1f} GB libres en {dst.parent}: libera espacio "
+                    "o escribe en otro disco (la variable TMPDIR elige la carpeta temporal).")
             raise QuantizationError(
-                f"llama.cpp no pudo cuantizar '{src.name}' a {qtype} (código {status}). "
-                "Comprueba que el archivo de entrada está completo."
+                f"llama.cpp no pudo cuantizar '{src.name}' a {qtype} (código {status}). {hint}"
             )
         os.replace(partial, dst)
     finally:

@@ -89,3 +89,15 @@ def test_base_model_has_no_chat_format():
 
     with pytest.raises(ValueError, match="formato de chat"):
         chat_token_counter(Base())
+
+
+def test_token_counter_matches_what_llama_cpp_bills_on_the_llama3_standin(tmp_path):
+    """Llama 3 adds <|begin_of_text|> when tokenizing; its llama-3 formatter leaves it out."""
+    from course_utils import standin
+
+    llama3 = cu.load_llm(str(standin.standin_path("tied", folder=tmp_path)), n_ctx=256)
+    assert llama3.chat_format == "llama-3"
+    count = chat_token_counter(llama3)
+    messages = [SYSTEM, {"role": "user", "content": "¿Cuántas patas tiene una araña? 🕷️"}]
+    out = llama3.create_chat_completion(messages=messages, max_tokens=1, temperature=0)
+    assert count(messages) == out["usage"]["prompt_tokens"]

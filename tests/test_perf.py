@@ -84,6 +84,7 @@ def test_generation_ceiling():
 
 def test_memory_bandwidth_is_plausible():
     assert 0.5 < perf.memory_bandwidth(size_mb=64, repeats=2) < 2000
+    assert 0.5 < perf.memory_bandwidth(size_mb=64, repeats=2, threads=1) < 2000
 
 
 def test_percentile():
