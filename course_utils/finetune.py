@@ -11,21 +11,29 @@ memory of full fine-tuning, LoRA and QLoRA).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
+import re
 import resource
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .architecture import ArchSpec
 from .errors import CourseError
 from .hardware import HardwareInfo, detect_hardware
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-#: Where chapter 06 keeps its fine-tuned model (Q8_0) so that chapter 07 can evaluate it.
+#: The file in which chapter 06 keeps the fine-tune (Q8_0) of the *bundled* model, so that chapter
+#: 07 can evaluate it. A fine-tune of another base model gets its own name
+#: (:func:`finetuned_file_name`): one model's fine-tune never overwrites another's.
 FINETUNED_FILE = "smollm2-135m-sentimiento-lora.Q8_0.gguf"
+FINETUNED_SUFFIX = "-sentimiento-lora.Q8_0.gguf"
 
 
 def course_cache_dir() -> Path:
@@ -33,9 +41,46 @@ def course_cache_dir() -> Path:
     return Path(os.environ.get("COURSE_CACHE") or Path.home() / ".cache" / "curso-llama3")
 
 
-def finetuned_model_path() -> Path:
-    """Path of chapter 06's fine-tuned model (it may not exist yet: run chapter 06 first)."""
-    return course_cache_dir() / FINETUNED_FILE
+def _base_path(base) -> Path | None:
+    """The GGUF path of ``base``: a path, a ``ModelChoice`` or a loaded model (``course_choice``)."""
+    base = getattr(base, "course_choice", base)
+    path = getattr(base, "path", base)
+    return None if path is None else Path(path).expanduser().resolve()
+
+
+def finetuned_file_name(base) -> str:
+    """File name of the fine-tune of ``base`` (a GGUF path, a ``ModelChoice`` or a loaded model).
+
+    The bundled model keeps :data:`FINETUNED_FILE`; any other base gets its file name plus a short
+    hash of its full path and size, so two models never share (and overwrite) one fine-tune.
+    """
+    from .gating import is_bundled
+    from .models import bundled_model_path
+
+    path = _base_path(base)
+    if path is None:
+        raise FineTuneError("Ese modelo aún no está descargado: no tiene ajuste fino guardado.")
+    if is_bundled(base) or path == bundled_model_path():
+        return FINETUNED_FILE
+    size = path.stat().st_size if path.exists() else 0
+    digest = hashlib.sha256(f"{path}|{size}".encode()).hexdigest()[:8]
+    slug = re.sub(r"[^a-z0-9]+", "-", path.stem.lower()).strip("-")[:48] or "modelo"
+    return f"{slug}-{digest}{FINETUNED_SUFFIX}"
+
+
+def finetuned_model_path(base=None) -> Path:
+    """Path of chapter 06's fine-tune of ``base`` (it may not exist yet: run chapter 06 first).
+
+    Without ``base``: the fine-tune of the model chapter 06 trains now, i.e. the one
+    :func:`choose_training_model` picks for the model ladder's choice on this machine (the
+    bundled model by default; your ``COURSE_MODEL`` when chapter 06 can train it here).
+    """
+    if base is None:
+        from .models import choose_model
+
+        hw = detect_hardware()
+        base, _ = choose_training_model(choose_model(hw=hw), hw)
+    return course_cache_dir() / finetuned_file_name(base)
 
 
 #: Unsloth's 4-bit build of the Llama 3.2 1B Instruct model, for the GPU path.
@@ -117,6 +162,76 @@ def choose_backend(hw: HardwareInfo | None = None, prefer: str | None = None,
     return "peft"
 
 
+# --------------------------------------------------------------------------- which model to train
+
+#: On a CPU, chapter 06 trains your model only up to this size: the bundled SmolLM2 (135 M
+#: parameters) takes 2–4½ minutes there; Llama 3.2 1B (1.24 B) would take about ten times longer.
+CPU_MAX_TRAIN_PARAMS = 200_000_000
+#: Training in float32 on a GPU: weights, LoRA's optimizer states and activations (batch 4 × 96).
+GPU_TRAIN_FACTOR = 1.5
+
+
+def _bundled_choice(hw: HardwareInfo, reason: str):
+    from dataclasses import replace
+
+    from .models import choose_model
+
+    return replace(choose_model(hw=hw, env={}, allow_download=False), reason=reason)
+
+
+def choose_training_model(choice, hw: HardwareInfo | None = None) -> tuple[object, str]:
+    """Which model chapter 06 fine-tunes, and why: ``(ModelChoice, reason in Spanish)``.
+
+    ``choice`` is the model ladder's choice (``cu.describe_setup()``). The learner's model is
+    trained when it can be here: on a CUDA GPU if its float32 copy fits in RAM (to load it) and in
+    the GPU (to train it); on a CPU if, in addition, it has at most
+    :data:`CPU_MAX_TRAIN_PARAMS` parameters (a few minutes, like the bundled model). Otherwise
+    the bundled SmolLM2 is trained and the reason says so. The returned choice is also the
+    "before" model of the chapter: before and after are always the same base model.
+    """
+    from .gating import is_bundled
+    from .memory_guard import read_gguf_header, torch_load_estimate
+
+    hw = detect_hardware() if hw is None else hw
+    if is_bundled(choice):
+        return choice, ("es el modelo del curso (SmolLM2-135M, 135 M de parámetros): en CPU se "
+                        "entrena en unos minutos.")
+    name = choice.name
+    fallback = "entreno el modelo incluido, SmolLM2-135M, y lo comparo consigo mismo antes y después"
+    if choice.path is None:
+        reason = f"{name} aún no está descargado (load_llm() lo descarga): {fallback}."
+        return _bundled_choice(hw, reason), reason
+    header = read_gguf_header(choice.path)
+    if header.arch != "llama":
+        reason = (f"{name} tiene arquitectura {header.arch!r} y la exportación a GGUF de este "
+                  f"capítulo solo sabe escribir 'llama': {fallback}.")
+        return _bundled_choice(hw, reason), reason
+    n = header.n_params
+    ram = torch_load_estimate(choice.path, hw)
+    if not ram.fits:
+        reason = (f"{name} no cabe en la RAM en float32: necesita ~{ram.need / 2**30:.1f} GiB y "
+                  f"hay {ram.have / 2**30:.1f} GiB disponibles. Así que {fallback}. Para ajustar "
+                  "tu modelo, usa una GPU con Unsloth en 4 bits (sección 8).")
+        return _bundled_choice(hw, reason), reason
+    if hw.gpu is not None:
+        need = int(n * 4 * GPU_TRAIN_FACTOR)
+        if need > hw.model_memory:
+            reason = (f"{name} ({n / 1e6:,.0f} M de parámetros) necesita ~{need / 2**30:.1f} GiB "
+                      f"de GPU para entrenar en float32 y hay {hw.model_memory / 2**30:.1f}: "
+                      f"{fallback}. Para tu modelo, Unsloth en 4 bits (sección 8).")
+            return _bundled_choice(hw, reason), reason
+        return choice, (f"hay GPU ({hw.gpu.name}): entreno tu modelo, {name} "
+                        f"({n / 1e6:,.0f} M de parámetros).")
+    if n > CPU_MAX_TRAIN_PARAMS:
+        reason = (f"{name} tiene {n / 1e6:,.0f} M de parámetros, unas {n / 135e6:.0f} veces los "
+                  "135 M del modelo incluido: en CPU el entrenamiento tardaría unas "
+                  f"{n / 135e6:.0f} veces lo que tarda el incluido (de 2 a 4½ minutos con 2 "
+                  f"núcleos). Así que {fallback}. Con GPU (Colab), este capítulo entrena tu modelo.")
+        return _bundled_choice(hw, reason), reason
+    return choice, (f"{name} es pequeño ({n / 1e6:,.1f} M de parámetros, como mucho "
+                    f"{CPU_MAX_TRAIN_PARAMS / 1e6:.0f} M para la CPU): entreno tu modelo.")
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -153,30 +268,224 @@ def peak_rss_gb() -> float:
     return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
 
 
-def load_torch_model_from_gguf(path: str | Path):
-    """The model alone, in float32, from a GGUF file (transformers dequantizes it).
+#: Llama 3's "llama3" RoPE scaling in the published models, as (factor, low_freq_factor,
+#: high_freq_factor, original_max_position_embeddings). llama.cpp's converter stores the
+#: resulting per-frequency divisors in ``rope_freqs.weight``; these settings are recovered from it.
+LLAMA3_ROPE_SETTINGS = {
+    "Llama 3.1": (8.0, 1.0, 4.0, 8192),
+    "Llama 3.2 / 3.3": (32.0, 1.0, 4.0, 8192),
+}
 
-    Without the tokenizer, which takes transformers another ~10 s to rebuild from the GGUF: when
-    token ids are enough, take them from ``llm.tokenize`` (same vocabulary).
+
+def rope_parameters_from_gguf(header) -> dict:
+    """The ``rope_parameters`` of a transformers config for a GGUF (``memory_guard.GGUFHeader``).
+
+    Without ``rope_freqs.weight``: plain RoPE with the file's θ. With it: Llama 3's "llama3"
+    scaling, whose settings are found by recomputing the tensor for each known release
+    (:data:`LLAMA3_ROPE_SETTINGS`); factors that match none raise :class:`FineTuneError`.
     """
-    from transformers import AutoModelForCausalLM
+    from .standin import llama3_rope_factors
 
+    theta = float(header.arch_get("rope.freq_base", 10000.0))
+    if "rope_freqs.weight" not in header.tensors:
+        return {"rope_type": "default", "rope_theta": theta}
+    stored = np.asarray(header.tensor_data("rope_freqs.weight"), dtype=np.float32).reshape(-1)
+    n_head = int(header.arch_get("attention.head_count"))
+    head_dim = int(header.arch_get("rope.dimension_count",
+                                   int(header.arch_get("embedding_length")) // n_head))
+    for factor, low, high, original in LLAMA3_ROPE_SETTINGS.values():
+        expected = llama3_rope_factors(head_dim, theta, factor, low, high, original)
+        if expected.shape == stored.shape and np.allclose(stored, expected, rtol=1e-5, atol=0):
+            return {"rope_type": "llama3", "rope_theta": theta, "factor": factor,
+                    "low_freq_factor": low, "high_freq_factor": high,
+                    "original_max_position_embeddings": original}
+    known = ", ".join(f"{k} (factor {v[0]:g})" for k, v in LLAMA3_ROPE_SETTINGS.items())
+    raise FineTuneError(
+        f"'{header.path.name}' trae rope_freqs.weight (escalado RoPE de Llama 3) con unos factores "
+        f"que no corresponden a ningún escalado conocido ({known}; el archivo tiene de "
+        f"{stored.min():g} a {stored.max():g}). Sin ellos, torch y llama.cpp no coincidirían en "
+        "posiciones largas. Usa un GGUF convertido de un Llama 3.1/3.2/3.3 oficial, o añade sus "
+        "valores a cu.finetune.LLAMA3_ROPE_SETTINGS."
+    )
+
+
+def llama_config_from_gguf(header):
+    """A transformers ``LlamaConfig`` equal to the model in the GGUF: sizes, tied head, RoPE."""
+    from transformers import LlamaConfig
+
+    n_head = int(header.arch_get("attention.head_count"))
+    d = int(header.arch_get("embedding_length"))
+    ids = {name: header.get(f"tokenizer.ggml.{key}_token_id")
+           for name, key in (("bos_token_id", "bos"), ("eos_token_id", "eos"),
+                             ("pad_token_id", "padding"), ("unk_token_id", "unknown"))}
+    return LlamaConfig(
+        vocab_size=header.n_vocab, hidden_size=d,
+        intermediate_size=int(header.arch_get("feed_forward_length")),
+        num_hidden_layers=int(header.arch_get("block_count")),
+        num_attention_heads=n_head,
+        num_key_value_heads=int(header.arch_get("attention.head_count_kv", n_head)),
+        head_dim=int(header.arch_get("attention.key_length", d // n_head)),
+        max_position_embeddings=int(header.arch_get("context_length")),
+        rms_norm_eps=float(header.arch_get("attention.layer_norm_rms_epsilon")),
+        rope_parameters=rope_parameters_from_gguf(header),
+        tie_word_embeddings=header.tied_embeddings,
+        hidden_act="silu", attention_bias=False, mlp_bias=False, dtype="float32",
+        **{k: v for k, v in ids.items() if v is not None},
+    )
+
+
+def _reverse_permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's rotary layout of attn_q / attn_k -> Hugging Face's (what transformers does)."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(2, 1).reshape(w.shape)
+
+
+def _llama_from_gguf(path: Path):
+    """``LlamaForCausalLM`` in float32 from a llama-architecture GGUF, read tensor by tensor."""
+    import torch
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+    from transformers import LlamaForCausalLM
+
+    from .gguf_export import hf_name
+    from .memory_guard import read_gguf_header
+
+    header = read_gguf_header(path)
+    config = llama_config_from_gguf(header)
+    state = {}
+    for name, info in header.tensors.items():
+        if name == "rope_freqs.weight":  # in the config's rope_parameters (checked there)
+            continue
+        try:
+            target = hf_name(name)
+        except KeyError:
+            raise FineTuneError(f"'{path.name}' trae el tensor {name!r}, que un Llama no tiene: "
+                                "no sé cargar este modelo en torch.") from None
+        w = dequantize(np.asarray(header.tensor_data(name)), GGMLQuantizationType(info.ggml_type))
+        w = np.ascontiguousarray(w.reshape(info.shape), dtype=np.float32)
+        if not w.flags.writeable:  # an F32 tensor is a view of the read-only file mapping
+            w = w.copy()
+        if name.endswith("attn_q.weight"):
+            w = _reverse_permute(w, config.num_attention_heads)
+        elif name.endswith("attn_k.weight"):
+            w = _reverse_permute(w, config.num_key_value_heads)
+        state[target] = torch.from_numpy(w)
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    expected = set(model.state_dict()) - ({"lm_head.weight"} if config.tie_word_embeddings else set())
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise FineTuneError(f"'{path.name}' no es un Llama completo: faltan {missing[:4]}, "
+                            f"sobran {extra[:4]}.")
+    model.load_state_dict(state, strict=False, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    # the rotary buffers were built on the meta device: build them for real
+    model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
+    return model.eval()
+
+
+def load_torch_model_from_gguf(path: str | Path, hw: HardwareInfo | None = None):
+    """The model alone, in float32, from a GGUF file.
+
+    First the memory guard: a model whose float32 copy does not fit in RAM raises
+    :class:`~course_utils.memory_guard.InsufficientMemoryError` before anything is allocated.
+    A llama-architecture file (SmolLM2, every Llama 3.x) is read with the course's GGUF reader and
+    dequantized tensor by tensor with ``gguf``: the config gets the file's tied or untied output
+    head and its "llama3" RoPE scaling (``rope_freqs.weight``), which transformers' own GGUF
+    loader ignores. Other architectures go through ``from_pretrained(gguf_file=...)``.
+    """
+    from .memory_guard import check_torch_load, read_gguf_header
     from .models import validate_gguf
 
     path = validate_gguf(path)
+    check_torch_load(path, hw)
+    if read_gguf_header(path).arch == "llama":
+        return _llama_from_gguf(path)
+    from transformers import AutoModelForCausalLM
+
     return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
                                                 dtype="float32")
 
 
-def load_torch_from_gguf(path: str | Path):
-    """(model, tokenizer) in float32 from a GGUF file (transformers dequantizes it)."""
-    from transformers import AutoTokenizer
+def _llama3_tokenizer(header):
+    """Llama 3's tokenizer for a "llama-bpe" GGUF: its vocabulary, merges and special tokens on the
+    pre-tokenizer, decoder and post-processor of Llama 3's own ``tokenizer.json``.
 
+    transformers' GGUF converter gets this family wrong (``"\n\n"`` becomes two tokens instead
+    of one, EOS becomes ``<|begin_of_text|>``), which would train the model on other token ids
+    than llama.cpp gives it.
+    """
+    from gguf import TokenType
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from .models import llama3_tokenizer_path
+
+    skeleton = json.loads(llama3_tokenizer_path().read_text(encoding="utf-8"))
+    tokens = header.get("tokenizer.ggml.tokens")
+    types = header.get("tokenizer.ggml.token_type") or [int(TokenType.NORMAL)] * len(tokens)
+    special = {int(TokenType.CONTROL), int(TokenType.USER_DEFINED)}
+    skeleton["model"]["vocab"] = {t: i for i, (t, k) in enumerate(zip(tokens, types))
+                                  if k not in special}
+    skeleton["model"]["merges"] = list(header.get("tokenizer.ggml.merges"))
+    skeleton["added_tokens"] = [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+         "normalized": False, "special": k == int(TokenType.CONTROL)}
+        for i, (t, k) in enumerate(zip(tokens, types)) if k in special]
+    bos_id = header.get("tokenizer.ggml.bos_token_id")
+    if header.get("tokenizer.ggml.add_bos_token", True) and bos_id is not None:
+        bos = tokens[bos_id]
+        for proc in skeleton["post_processor"]["processors"]:
+            if proc["type"] == "TemplateProcessing":
+                for seq in ("single", "pair"):
+                    for piece in proc[seq]:
+                        if "SpecialToken" in piece:
+                            piece["SpecialToken"]["id"] = bos
+                proc["special_tokens"] = {bos: {"id": bos, "ids": [bos_id], "tokens": [bos]}}
+    else:
+        skeleton["post_processor"]["processors"] = [
+            p for p in skeleton["post_processor"]["processors"] if p["type"] != "TemplateProcessing"]
+
+    def token(key: str):
+        idx = header.get(f"tokenizer.ggml.{key}_token_id")
+        return tokens[idx] if idx is not None else None
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(skeleton)),
+        bos_token=token("bos"), eos_token=token("eos"), pad_token=token("padding"),
+        chat_template=header.get("tokenizer.chat_template"),
+        model_max_length=int(header.arch_get("context_length", 131072)),
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def load_tokenizer_from_gguf(path: str | Path):
+    """The tokenizer stored in a GGUF, as a transformers tokenizer (with its chat template).
+
+    Llama 3 files (pre-tokenizer ``llama-bpe``) are built from the file's own vocabulary on Llama
+    3's ``tokenizer.json`` (see :func:`_llama3_tokenizer`); the rest (SmolLM2...) come from
+    ``AutoTokenizer.from_pretrained(gguf_file=...)``.
+    """
+    from .memory_guard import read_gguf_header
     from .models import validate_gguf
 
     path = validate_gguf(path)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return load_torch_model_from_gguf(path), tokenizer
+    header = read_gguf_header(path)
+    if header.get("tokenizer.ggml.model") == "gpt2" and header.get("tokenizer.ggml.pre") == "llama-bpe":
+        return _llama3_tokenizer(header)
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+def load_torch_from_gguf(path: str | Path, hw: HardwareInfo | None = None):
+    """(model, tokenizer) in float32 from a GGUF file, after the memory guard."""
+    from .memory_guard import check_torch_load
+    from .models import validate_gguf
+
+    path = validate_gguf(path)
+    check_torch_load(path, hw)  # before the tokenizer, which takes time too
+    return load_torch_model_from_gguf(path, hw), load_tokenizer_from_gguf(path)
 
 
 def _conversations(rows: list[dict], system: str | None) -> "object":

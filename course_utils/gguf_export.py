@@ -5,6 +5,11 @@ model (the one it was loaded from); the weights come from the torch model. llama
 Q and K projections with the rotary dimensions interleaved differently from Hugging Face, so
 those two matrices are permuted back (the same ``permute`` that llama.cpp's
 ``convert_hf_to_gguf.py`` applies).
+
+The tensors are the template's, one by one: a Llama 3.1/3.2 file also stores its RoPE scaling as
+``rope_freqs.weight`` (fixed factors, not weights: copied from the template), and the output head
+is written only where the template has one (``output.weight``: Llama 3.1 8B; 3.2 1B/3B and SmolLM2
+tie it to the embeddings). The result has exactly the template's tensors, or no file at all.
 """
 
 from __future__ import annotations
@@ -52,64 +57,103 @@ def gguf_name(hf_name: str) -> str:
     raise KeyError(f"No sé a qué tensor GGUF corresponde {hf_name!r}.")
 
 
+def hf_name(gguf_tensor: str) -> str:
+    """GGUF tensor name -> Hugging Face name (``KeyError`` if unknown); inverse of :func:`gguf_name`."""
+    for hf, gg in GGUF_NAMES.items():
+        if gg == gguf_tensor:
+            return hf
+    match = re.match(r"^blk\.(\d+)\.(.+)$", gguf_tensor)
+    if match:
+        for hf, gg in LAYER_NAMES.items():
+            if gg == match.group(2):
+                return f"model.layers.{match.group(1)}.{hf}"
+    raise KeyError(f"No sé a qué tensor de Hugging Face corresponde {gguf_tensor!r}.")
+
+
 def permute_for_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
     """Hugging Face rotary layout -> llama.cpp's (applied to attn_q with n_head, attn_k with n_head_kv)."""
     rows = w.shape[0]
     return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _field(reader, key: str):
-    field = reader.get_field(key)
-    return None if field is None else field.contents()
-
-
 def export_gguf(model, template: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write ``model`` (a merged ``LlamaForCausalLM``) as an F16 GGUF using ``template``'s metadata.
 
-    Raises :class:`ExportError` if the model's shape does not match the template (a different
-    model), and never leaves a partial file.
+    Every tensor of the template is written, in its order: from the model where the model has it
+    (matrices in F16, norms in F32), copied from the template where it is not a weight
+    (``rope_freqs.weight``). Raises :class:`ExportError` if the model's shape does not match the
+    template (a different model), or if the model's output head is tied and the template's is not
+    (or the reverse); never leaves a partial file.
     """
     import gguf
 
+    from .memory_guard import read_gguf_header
+
     template = validate_gguf(template)
     out = Path(out)
-    reader = gguf.GGUFReader(str(template))
-    arch = _field(reader, "general.architecture")
+    header = read_gguf_header(template)
+    arch = header.arch
     if arch != "llama":
         raise ExportError(f"Solo sé exportar arquitectura 'llama'; la plantilla es {arch!r}.")
     cfg = model.config
     expected = {
-        "capas": (cfg.num_hidden_layers, _field(reader, "llama.block_count")),
-        "dimensión oculta": (cfg.hidden_size, _field(reader, "llama.embedding_length")),
-        "cabezas": (cfg.num_attention_heads, _field(reader, "llama.attention.head_count")),
-        "cabezas K/V": (cfg.num_key_value_heads, _field(reader, "llama.attention.head_count_kv")),
-        "vocabulario": (cfg.vocab_size, len(_field(reader, "tokenizer.ggml.tokens"))),
+        "capas": (cfg.num_hidden_layers, header.arch_get("block_count")),
+        "dimensión oculta": (cfg.hidden_size, header.arch_get("embedding_length")),
+        "cabezas": (cfg.num_attention_heads, header.arch_get("attention.head_count")),
+        "cabezas K/V": (cfg.num_key_value_heads, header.arch_get("attention.head_count_kv")),
+        "vocabulario": (cfg.vocab_size, header.n_vocab),
     }
-    wrong = {k: v for k, v in expected.items() if int(v[0]) != int(v[1])}
+    wrong = {k: v for k, v in expected.items() if int(v[0]) != int(v[1] or 0)}
     if wrong:
         details = ", ".join(f"{k}: modelo {a} frente a plantilla {b}" for k, (a, b) in wrong.items())
         raise ExportError(f"El modelo no coincide con la plantilla GGUF ({details}). Usa como "
                           "plantilla el GGUF del mismo modelo que entrenaste.")
+    tied = bool(getattr(cfg, "tie_word_embeddings", False))
+    if tied != header.tied_embeddings:
+        have = "atada a los embeddings" if tied else "propia (lm_head)"
+        want = "no tiene output.weight (atada)" if header.tied_embeddings else "tiene output.weight"
+        raise ExportError(f"El modelo tiene la cabeza de salida {have} y la plantilla {want}: "
+                          "no son el mismo modelo. Usa como plantilla el GGUF que entrenaste.")
+
+    weights = {}
+    for name, tensor in model.state_dict().items():
+        if name == "lm_head.weight" and tied:
+            continue
+        try:
+            weights[gguf_name(name)] = (name, tensor)
+        except KeyError:
+            raise ExportError(f"El modelo tiene el tensor {name!r}, que un GGUF 'llama' no "
+                              "guarda: ¿fusionaste LoRA (cu.finetune.merge) antes de exportar?") from None
+    missing = [n for n in header.tensors if n not in weights and n != "rope_freqs.weight"]
+    extra = [n for n in weights if n not in header.tensors]
+    if missing or extra:
+        raise ExportError(f"Los tensores del modelo no son los de la plantilla: faltan {missing[:4]}, "
+                          f"sobran {extra[:4]}. Usa como plantilla el GGUF que entrenaste.")
 
     writer = gguf.GGUFWriter(str(out) + ".partial", arch)
     try:
-        for field in reader.fields.values():
-            if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+        for key, value in header.fields.items():
+            if key == gguf.Keys.General.ARCHITECTURE or key.startswith("GGUF."):
                 continue
-            vtype = field.types[0]
-            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            value = MOSTLY_F16 if field.name == "general.file_type" else field.contents()
-            writer.add_key_value(field.name, value, vtype, sub_type=sub)
-        tied = getattr(cfg, "tie_word_embeddings", False)
-        for name, tensor in model.state_dict().items():
-            if name == "lm_head.weight" and tied:
+            vtype, sub = header.types[key]
+            vtype = gguf.GGUFValueType(vtype)
+            sub = gguf.GGUFValueType(sub) if sub is not None else None
+            value = MOSTLY_F16 if key == "general.file_type" else value
+            writer.add_key_value(key, value, vtype, sub_type=sub)
+        for gname, info in header.tensors.items():
+            if gname not in weights:  # rope_freqs.weight: Llama 3's fixed RoPE factors
+                qtype = gguf.GGMLQuantizationType(info.ggml_type)
+                plain = qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16)
+                writer.add_tensor(gname, np.array(header.tensor_data(gname)),
+                                  raw_dtype=None if plain else qtype)
                 continue
+            hf, tensor = weights[gname]
             w = tensor.detach().float().cpu().numpy()
-            if name.endswith("self_attn.q_proj.weight"):
+            if hf.endswith("self_attn.q_proj.weight"):
                 w = permute_for_llama_cpp(w, cfg.num_attention_heads)
-            elif name.endswith("self_attn.k_proj.weight"):
+            elif hf.endswith("self_attn.k_proj.weight"):
                 w = permute_for_llama_cpp(w, cfg.num_key_value_heads)
-            writer.add_tensor(gguf_name(name), w.astype(np.float16 if w.ndim == 2 else np.float32))
+            writer.add_tensor(gname, w.astype(np.float16 if w.ndim == 2 else np.float32))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -124,25 +168,34 @@ def compare_with_llama_cpp(model, gguf_path: str | os.PathLike, prompts: list[st
     """Feed the same token ids to the torch model and to llama.cpp; compare last-token logits.
 
     Returns the largest absolute logit difference, the largest difference relative to the logit
-    range, and how many prompts agree on the most probable next token.
+    range, how many prompts agree on the most probable next token, and the longest prompt in
+    tokens (long prompts check the RoPE scaling: with the wrong one, distant positions disagree).
+    Uses llama-cpp-python's public API: ``Llama(logits_all=True)``, ``eval`` and ``scores``.
     """
     import torch
 
     from .models import load_llm
 
-    llm = load_llm(str(gguf_path), n_ctx=512)
+    probe = load_llm(str(gguf_path), n_ctx=256)
+    ids_list = [probe.tokenize(p.encode("utf-8"), add_bos=True, special=True) for p in prompts]
+    probe.close()
+    longest = max(len(ids) for ids in ids_list)
+    llm = load_llm(str(gguf_path), n_ctx=longest + 1, logits_all=True)
+    device = next(model.parameters()).device  # cuda when it was trained on a GPU
     max_abs, max_rel, agree = 0.0, 0.0, 0
-    for prompt in prompts:
-        ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-        llm.reset()
-        llm.eval(ids)
-        ours = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()
-        with torch.no_grad():
-            theirs = model(torch.tensor([ids])).logits[0, -1].float().numpy()
-        diff = np.abs(ours - theirs).max()
-        max_abs = max(max_abs, float(diff))
-        max_rel = max(max_rel, float(diff / (theirs.max() - theirs.min())))
-        agree += int(ours.argmax() == theirs.argmax())
-    llm.close()
+    try:
+        for ids in ids_list:
+            llm.reset()
+            llm.eval(ids)
+            ours = np.array(llm.scores[len(ids) - 1], dtype=np.float32)
+            with torch.no_grad():
+                logits = model(torch.tensor([ids], device=device), logits_to_keep=1).logits
+            theirs = logits[0, -1].float().cpu().numpy()
+            diff = np.abs(ours - theirs).max()
+            max_abs = max(max_abs, float(diff))
+            max_rel = max(max_rel, float(diff / (theirs.max() - theirs.min())))
+            agree += int(ours.argmax() == theirs.argmax())
+    finally:
+        llm.close()
     return {"max_abs_diff": max_abs, "max_rel_diff": max_rel, "top1_agree": agree,
-            "prompts": len(prompts)}
+            "prompts": len(prompts), "longest_tokens": longest}

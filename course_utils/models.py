@@ -401,6 +401,11 @@ def load_choice(choice: ModelChoice, *, n_ctx: int = DEFAULT_N_CTX, n_threads: i
     if n_threads is None:
         n_threads = default_n_threads()
     llama_kwargs.setdefault("n_threads_batch", n_threads)
+    # Before llama.cpp allocates: a model that cannot fit raises a clear InsufficientMemoryError.
+    from .memory_guard import check_llama_cpp_load
+
+    check_llama_cpp_load(path, pad_n_ctx(n_ctx),
+                         choice.n_gpu_layers if n_gpu_layers is None else n_gpu_layers)
     if choice.chat_format is not None:
         llama_kwargs.setdefault("chat_format", choice.chat_format)
     try:

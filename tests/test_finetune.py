@@ -90,3 +90,93 @@ def test_export_refuses_a_mismatched_template(torch_model, tmp_path):
     assert not list(tmp_path.iterdir())
     with pytest.raises(cu.ModelNotFoundError):
         G.export_gguf(model, tmp_path / "nada.gguf", tmp_path / "x.gguf")
+
+
+# --------------------------------------------------------------------------- which model chapter 06 trains
+
+
+@pytest.fixture(scope="module")
+def fake_llamas(tmp_path_factory):
+    from .test_memory_guard import LLAMA_SHAPES, fake_llama_gguf
+
+    folder = tmp_path_factory.mktemp("fake-llamas")
+    return {name: fake_llama_gguf(folder / f"{name}.gguf", name) for name in LLAMA_SHAPES}
+
+
+BIG_CPU = CPU_8GB.with_changes(ram_total=64 * 2**30, ram_available=60 * 2**30)
+BIG_GPU = COLAB_T4.with_changes(ram_total=64 * 2**30, ram_available=60 * 2**30,
+                                gpu=cu.GpuInfo("RTX 4090", 24 * 2**30, 23 * 2**30))
+
+
+@pytest.mark.parametrize("model, hw, trains_it, words", [
+    ("bundled", CPU_8GB, True, "modelo del curso"),
+    ("standin", CPU_8GB, True, "es pequeño"),
+    ("Llama-3.2-1B", BIG_CPU, False, "veces los 135 M"),  # fits in RAM, too slow on a CPU
+    ("Llama-3.2-1B", CPU_8GB, False, "no cabe en la RAM"),
+    ("Llama-3.2-1B", COLAB_T4, True, "hay GPU"),
+    ("Llama-3.2-3B", COLAB_T4, False, "Unsloth"),  # 12.8 GB in float32: Colab's RAM
+    ("Llama-3.1-8B", BIG_GPU, False, "de GPU para entrenar"),
+])
+def test_choose_training_model(fake_llamas, clean_env, model, hw, trains_it, words):
+    from course_utils import gating
+
+    if model == "bundled":
+        choice = cu.choose_model(hw=hw, env={})
+    else:
+        path = cu.standin.standin_path("tied") if model == "standin" else fake_llamas[model]
+        choice = cu.choose_model(str(path), hw=hw, env={})
+    trained, reason = F.choose_training_model(choice, hw)
+    assert words in reason
+    if trains_it:
+        assert trained is choice
+    else:  # the bundled model, with the reason attached, recognised as the bundled one
+        assert gating.is_bundled(trained) and trained.path == cu.bundled_model_path()
+        assert trained.reason == reason and "SmolLM2-135M" in reason
+
+
+def test_finetuned_file_depends_on_the_base_model(monkeypatch, tmp_path, clean_env):
+    from course_utils import standin
+
+    monkeypatch.setenv("COURSE_CACHE", str(tmp_path))
+    bundled = cu.choose_model(env={})
+    tied, untied = standin.standin_path("tied"), standin.standin_path("untied")
+    assert F.finetuned_file_name(bundled) == F.FINETUNED_FILE
+    assert F.finetuned_file_name(cu.bundled_model_path()) == F.FINETUNED_FILE
+    names = {F.finetuned_file_name(tied), F.finetuned_file_name(untied), F.FINETUNED_FILE}
+    assert len(names) == 3 and all(n.endswith(".Q8_0.gguf") for n in names)
+    assert F.finetuned_file_name(str(tied)) == F.finetuned_file_name(tied)  # stable
+    assert F.finetuned_file_name(tied).startswith("llama3-standin-tied-")
+    # no argument: the fine-tune of the model chapter 06 trains now (the ladder's choice)
+    assert F.finetuned_model_path() == tmp_path / F.FINETUNED_FILE
+    monkeypatch.setenv("COURSE_MODEL", str(tied))
+    assert F.finetuned_model_path() == tmp_path / F.finetuned_file_name(tied)
+    assert F.finetuned_model_path(bundled) == tmp_path / F.FINETUNED_FILE
+
+
+def test_importing_course_utils_leaves_room_for_unsloth_first():
+    """Unsloth must be imported before transformers, TRL and PEFT (chapter 06, first cells)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, course_utils as cu; hw, choice = cu.describe_setup(); "
+            "cu.finetune.choose_backend(hw); "
+            "print(sorted(m for m in ('transformers', 'trl', 'peft', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**__import__("os").environ, "COURSE_MODEL": ""})
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_trainable_parameters_equal_the_formula(torch_model):
+    """PEFT's count of LoRA parameters is the formula's, for the model actually loaded."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    import copy
+
+    model = copy.deepcopy(torch_model[0])
+    spec = ArchSpec.from_gguf(cu.bundled_model_path())
+    peft_model = get_peft_model(model, PeftLoraConfig(r=4, target_modules=list(F.TARGET_MODULES),
+                                                      task_type="CAUSAL_LM"))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in peft_model.parameters())
+    assert trainable == F.lora_parameters(spec, 4) and total == spec.n_params + trainable
