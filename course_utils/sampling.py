@@ -143,14 +143,16 @@ def sample_next_token(llm, prompt: str, *, seed: int, chat: bool = True, tempera
     ``create_completion`` uses (``Llama.generate`` after ``set_seed``). It returns the *id*, not
     text: a token can be half of a UTF-8 character (common in a 128 000-token vocabulary), and
     llama-cpp-python's text functions then keep generating to complete the character.
+    The prompt stays in the KV cache (as after ``create_completion``), so the next draw after the
+    same prompt only re-evaluates its last token.
     """
     tokens = prompt_tokens(llm, prompt, chat)
-    llm.reset()
     llm.set_seed(seed)
+    # Like create_completion, generate() keeps the prompt in the KV cache and reuses it: many
+    # draws after the same prompt evaluate it once.
     draws = llm.generate(tokens, top_k=top_k, top_p=top_p, min_p=min_p, temp=temperature)
     try:
         token = next(draws)
     finally:
         draws.close()
-        llm.reset()
     return int(token)
