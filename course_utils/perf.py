@@ -239,16 +239,34 @@ def cpu_decoding(model_or_choice) -> bool:
     return layers == 0
 
 
+#: Share of the machine's CPU that other programs may use before timings stop being trusted.
+BUSY_SHARE = 0.5
+
+
+def other_cpu_load(interval: float = 1.0) -> float:
+    """Share (0–1) of this machine's CPU in use right now, measured over ``interval`` seconds.
+
+    Called while the notebook itself is idle, so it is what *other* programs take. llama.cpp
+    gives every core a thread; when another program competes for them, the threads wait for each
+    other and a timing can come out several times slower (more threads can even be slower).
+    """
+    import psutil
+
+    return psutil.cpu_percent(interval=interval) / 100
+
+
 def check_on_cpu(claim: str, holds: bool, model_or_choice, why_not: str, *,
                  effect: float | None = None, min_effect: float = 0.0,
-                 why_small: str = "") -> bool:
+                 why_small: str = "", timing: bool = True) -> bool:
     """Assert a claim calibrated on CPU decoding where a measurement can show it; else say why not.
 
     Asserted (a false ``claim`` raises ``AssertionError``) only when the model runs on the CPU
-    (:func:`cpu_decoding`) and the expected ``effect`` (in the caller's units: extra bytes per
-    token, cores...) is at least ``min_effect``: a smaller effect is lost in the noise of a
-    timing. Otherwise nothing is asserted and the line printed gives the reason (``why_not`` on a
-    GPU, ``why_small`` for a small effect) and the measured outcome.
+    (:func:`cpu_decoding`), the expected ``effect`` (in the caller's units: extra bytes per
+    token, cores...) is at least ``min_effect`` (a smaller effect is lost in the noise of a
+    timing) and, for a ``timing`` claim, other programs are not using more than
+    :data:`BUSY_SHARE` of the CPU (:func:`other_cpu_load`). Otherwise nothing is asserted and the
+    line printed gives the reason (``why_not`` on a GPU, ``why_small`` for a small effect, the
+    load for a busy machine) and the measured outcome.
     """
     outcome = "se cumple" if holds else "no se cumple"
     if not cpu_decoding(model_or_choice):
@@ -257,6 +275,13 @@ def check_on_cpu(claim: str, holds: bool, model_or_choice, why_not: str, *,
     if effect is not None and effect < min_effect:
         print(f"ⓘ No se comprueba «{claim}» ({outcome} aquí): {why_small}")
         return holds
+    if timing and not holds:
+        busy = other_cpu_load()
+        if busy > BUSY_SHARE:
+            print(f"ⓘ No se comprueba «{claim}» ({outcome} aquí): otros programas usan ahora un "
+                  f"{busy:.0%} de la CPU y los tiempos medidos no son fiables. Vuelve a ejecutar "
+                  "la sección con el equipo libre.")
+            return holds
     if not holds:
         raise AssertionError(f"No se cumple con el modelo en la CPU: {claim}")
     print(f"✔ {claim} (modelo en la CPU).")

@@ -143,7 +143,8 @@ def test_cpu_decoding_of_a_loaded_model_and_of_a_partial_offload(llm):
 
 
 def test_check_on_cpu_asserts_on_cpu_and_explains_on_gpu(clean_env, no_network, gpu_build,
-                                                          capsys):
+                                                          capsys, monkeypatch):
+    monkeypatch.setattr(perf, "other_cpu_load", lambda interval=1.0: 0.0)  # a quiet machine
     cpu, gpu = cu.choose_model(hw=CPU_8GB), cu.choose_model(hw=COLAB_T4)
     assert perf.check_on_cpu("más hilos, más rápido", True, cpu, "razón")
     with pytest.raises(AssertionError, match="más hilos"):
@@ -155,7 +156,8 @@ def test_check_on_cpu_asserts_on_cpu_and_explains_on_gpu(clean_env, no_network, 
 
 
 def test_check_on_cpu_does_not_assert_an_effect_too_small_to_measure(clean_env, no_network,
-                                                                     capsys):
+                                                                     capsys, monkeypatch):
+    monkeypatch.setattr(perf, "other_cpu_load", lambda interval=1.0: 0.0)
     cpu = cu.choose_model(hw=CPU_8GB)
     kwargs = dict(min_effect=0.1, why_small="la caché añade solo un 2 %")
     assert perf.check_on_cpu("más lento con la caché llena", False, cpu, "GPU", effect=0.02,
@@ -163,3 +165,18 @@ def test_check_on_cpu_does_not_assert_an_effect_too_small_to_measure(clean_env, 
     assert "la caché añade solo un 2 %" in capsys.readouterr().out
     with pytest.raises(AssertionError):
         perf.check_on_cpu("más lento con la caché llena", False, cpu, "GPU", effect=0.3, **kwargs)
+
+
+def test_check_on_cpu_does_not_blame_the_model_for_a_busy_machine(clean_env, no_network, capsys,
+                                                                   monkeypatch):
+    cpu = cu.choose_model(hw=CPU_8GB)
+    monkeypatch.setattr(perf, "other_cpu_load", lambda interval=1.0: 0.9)
+    assert perf.check_on_cpu("más hilos, más rápido", False, cpu, "GPU") is False
+    assert "otros programas usan ahora un 90%" in capsys.readouterr().out
+    assert perf.check_on_cpu("más hilos, más rápido", True, cpu, "GPU")  # a true claim still shows
+    with pytest.raises(AssertionError):  # not a timing: the load does not excuse it
+        perf.check_on_cpu("la memoria sigue la fórmula", False, cpu, "GPU", timing=False)
+
+
+def test_other_cpu_load_is_a_share():
+    assert 0.0 <= perf.other_cpu_load(interval=0.1) <= 1.0
