@@ -95,14 +95,19 @@ class FineTuneError(CourseError, RuntimeError):
 
 
 def linear_shapes(spec: ArchSpec) -> dict[str, tuple[int, int]]:
-    """(in, out) of each linear layer LoRA can target, per decoder layer."""
+    """(d_in, d_out) of each linear layer LoRA can target, per decoder layer."""
     d, kv = spec.d_model, spec.n_kv_heads * spec.head_dim
     return {"q_proj": (d, d), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (d, d),
             "gate_proj": (d, spec.d_ff), "up_proj": (d, spec.d_ff), "down_proj": (spec.d_ff, d)}
 
 
 def lora_parameters(spec: ArchSpec, r: int, targets=TARGET_MODULES) -> int:
-    """Trainable parameters of LoRA: each adapted matrix W (in×out) gets A (in×r) and B (r×out)."""
+    """Trainable parameters of LoRA.
+
+    A frozen ``W`` (d_out × d_in, as torch stores it: ``y = W x``) gets ``A`` (r × d_in) and
+    ``B`` (d_out × r); the layer computes ``W x + (alpha/r)·B A x``, so ``r·(d_in + d_out)``
+    numbers per adapted matrix instead of ``d_in·d_out``.
+    """
     shapes = linear_shapes(spec)
     unknown = set(targets) - set(shapes)
     if unknown:
@@ -113,21 +118,34 @@ def lora_parameters(spec: ArchSpec, r: int, targets=TARGET_MODULES) -> int:
 #: Bytes per parameter, mixed-precision training with AdamW (activations not included):
 #: 16-bit weights (2) + 16-bit gradients (2) + fp32 master copy (4) + two fp32 Adam moments (8).
 BYTES_TRAINED = 16
-BYTES_FROZEN = {"16-bit": 2.0, "4-bit": 0.5 + 0.0625}  # NF4 + its block scales
+#: Bytes per frozen parameter: 16-bit, or NF4 (4 bits) plus one fp32 scale per block of 64
+#: (0.5 bits more per weight; double quantization cuts that to ~0.127).
+BYTES_FROZEN = {"16-bit": 2.0, "4-bit": 0.5 + 0.0625}
+
+
+def embedding_parameters(spec: ArchSpec) -> int:
+    """Token embeddings plus the output head (once when they are tied)."""
+    return spec.vocab_size * spec.d_model * (1 if spec.tied_embeddings else 2)
 
 
 def training_memory(spec: ArchSpec, method: str, r: int = 16) -> dict:
     """Rough memory (bytes) to fine-tune ``spec``: weights + gradients + optimizer states.
 
-    ``method`` is ``"full"``, ``"lora"`` or ``"qlora"``. Activations depend on batch and sequence
-    length and are left out, so these are lower bounds.
+    ``method`` is ``"full"``, ``"lora"`` or ``"qlora"``. QLoRA (bitsandbytes) quantizes the
+    linear layers of the decoder blocks to NF4; the token embeddings, the output head and the
+    norms stay in 16 bits. Activations depend on batch and sequence length and are left out, so
+    these are lower bounds.
     """
     n = spec.n_params
     if method == "full":
         trainable, frozen_bytes = n, 0.0
-    elif method in ("lora", "qlora"):
+    elif method == "lora":
         trainable = lora_parameters(spec, r)
-        frozen_bytes = n * BYTES_FROZEN["16-bit" if method == "lora" else "4-bit"]
+        frozen_bytes = n * BYTES_FROZEN["16-bit"]
+    elif method == "qlora":
+        trainable = lora_parameters(spec, r)
+        kept = embedding_parameters(spec) + spec.d_model * (2 * spec.n_layers + 1)  # + norms
+        frozen_bytes = (n - kept) * BYTES_FROZEN["4-bit"] + kept * BYTES_FROZEN["16-bit"]
     else:
         raise ValueError("method debe ser 'full', 'lora' o 'qlora'.")
     return {"method": method, "r": r if method != "full" else None, "trainable": trainable,
