@@ -267,6 +267,7 @@ class LoraConfig:
     max_length: int = 96
     seed: int = 0
     system: str | None = None  #: optional system message in every training conversation
+    max_grad_norm: float = 1.0  #: gradient clipping, as transformers' Trainer does by default
 
 
 @dataclass
@@ -534,6 +535,81 @@ def align_special_tokens(model, tokenizer) -> None:
             setattr(config, name, value)
 
 
+@dataclass
+class Example:
+    """One training conversation as token ids; the loss is on ``ids[start:end]``."""
+
+    ids: list[int]
+    start: int  #: first token of the answer (the prompt is everything before)
+    end: int  #: one past the end-of-turn token that closes the answer
+
+
+def encode_examples(tokenizer, rows: list[dict], system: str | None = None) -> list[Example]:
+    """Chat-formatted examples with the model's own template: prompt, answer, end of turn.
+
+    The answer is scored up to and including the token that closes the turn (the first special
+    token after it: ``<|im_end|>`` in SmolLM2, ``<|eot_id|>`` in Llama 3), so the model learns
+    to stop after the label; what the template adds after it (a newline) is not scored.
+    """
+    from .sft_data import to_messages
+
+    special = set(tokenizer.added_tokens_decoder) | set(tokenizer.all_special_ids)
+
+    def ids_of(messages, **kwargs):
+        out = tokenizer.apply_chat_template(messages, tokenize=True, **kwargs)
+        return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+    examples = []
+    for row in rows:
+        messages = to_messages(row, system)["messages"]
+        prompt = ids_of(messages[:-1], add_generation_prompt=True)
+        full = ids_of(messages)
+        closing = [i for i in range(len(prompt), len(full)) if full[i] in special]
+        if full[:len(prompt)] != prompt or not closing:
+            raise FineTuneError("La plantilla de chat del modelo no deja el prompt como prefijo de "
+                                "la conversación completa o no cierra el turno con un token "
+                                "especial: no sé dónde empieza y acaba la respuesta.")
+        end = closing[0] + 1
+        examples.append(Example(full[:end], len(prompt), end))
+    return examples
+
+
+def _batches(examples: list[Example], batch_size: int, rng) -> list[list[Example]]:
+    """Random batches. Not grouped by length: similar lengths often mean the same template and
+    label, and batches of one class make the updates swing from class to class."""
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    return [[examples[i] for i in order[k:k + batch_size]]
+            for k in range(0, len(order), batch_size)]
+
+
+def answer_loss(peft_model, batch: list[Example], pad_id: int):
+    """Mean cross-entropy over the answer tokens of ``batch``.
+
+    The decoder runs on every token, but the output head (hidden size × vocabulary: 576 × 49 152
+    in SmolLM2, 4 096 × 128 256 in Llama 3 8B) only where a token is scored: a few positions per
+    example instead of all of them. ``SFTTrainer`` computes the logits everywhere and discards
+    most.
+    """
+    import torch
+
+    width = max(len(e.ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    rows, cols, targets = [], [], []
+    for i, e in enumerate(batch):
+        ids[i, :len(e.ids)] = torch.tensor(e.ids)
+        mask[i, :len(e.ids)] = 1
+        for t in range(e.start, e.end):  # the hidden state at t-1 predicts token t
+            rows.append(i)
+            cols.append(t - 1)
+            targets.append(e.ids[t])
+    causal_lm = peft_model.get_base_model()
+    hidden = causal_lm.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    logits = causal_lm.lm_head(hidden[torch.tensor(rows), torch.tensor(cols)])
+    return torch.nn.functional.cross_entropy(logits.float(), torch.tensor(targets))
+
+
 def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None,
                     config: LoraConfig, output_dir: str | Path) -> tuple[object, TrainResult]:
     """LoRA with PEFT + TRL's SFTTrainer (loss only on the assistant's answer)."""
@@ -583,6 +659,98 @@ def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[di
     n_tokens = sum(len(x) for x in trainer.train_dataset["input_ids"]) * config.epochs
     result.tokens_per_second = n_tokens / result.seconds
     del stats
+    return peft_model, result
+
+
+def train_lora_loop(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None,
+                    config: LoraConfig, progress: bool = True,
+                    eval_every: int | None = None) -> tuple[object, TrainResult]:
+    """LoRA with PEFT and a short training loop of our own: loss only on the answer.
+
+    What ``SFTTrainer`` does for prompt → completion data, without its useless work on a CPU:
+    the output head only where the loss is (:func:`answer_loss`), no gradient checkpointing,
+    gradient clipping at 1 like the ``Trainer``, AdamW with linear warm-up and decay.
+    Every ``eval_every`` steps (default: four times per run) the validation loss is computed,
+    with the same function and no gradients.
+
+    Measured on the course's data (SmolLM2-135M, 2 CPU cores, 1 epoch of 240 examples): 130
+    tokens/s against 78 for :func:`train_lora_peft`, validation loss 0.069 against 0.045 and
+    71 % against 83 % on the test split (one seed each). Chapter 06 still uses
+    :func:`train_lora_peft` until that gap is understood.
+    """
+    import random
+
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    from .hardware import physical_cores
+
+    torch.manual_seed(config.seed)
+    torch.set_num_threads(physical_cores())
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    align_special_tokens(model, tokenizer)
+    peft_model = get_peft_model(model, PeftLoraConfig(
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+        target_modules=list(config.targets), bias="none", task_type="CAUSAL_LM"))
+    result = TrainResult()
+    result.trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    result.total = sum(p.numel() for p in peft_model.parameters())
+
+    train = encode_examples(tokenizer, train_rows, config.system)
+    val = encode_examples(tokenizer, eval_rows, config.system) if eval_rows else []
+    rng = random.Random(config.seed)
+    per_epoch = -(-len(train) // config.batch_size)
+    total = max(1, round(per_epoch * config.epochs))
+    warmup = max(1, round(0.05 * total))
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, (total - step) / max(1, total - warmup)))
+    eval_every = eval_every or max(1, total // 4)
+    pad_id = tokenizer.pad_token_id
+
+    def val_loss() -> float:
+        peft_model.eval()
+        with torch.no_grad():
+            losses = [answer_loss(peft_model, b, pad_id).item() * len(b)
+                      for b in _batches(val, 2 * config.batch_size, random.Random(0))]
+        peft_model.train()
+        return sum(losses) / len(val)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="entrenando", leave=False)
+    peft_model.train()
+    step, n_tokens, start = 0, 0, time.perf_counter()
+    while step < total:
+        for batch in _batches(train, config.batch_size, rng):
+            if step == total:
+                break
+            loss = answer_loss(peft_model, batch, pad_id)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            n_tokens += sum(len(e.ids) for e in batch)
+            if step % 2 == 0 or step == 1:
+                result.losses.append((step, loss.item()))
+            if val and (step % eval_every == 0 or step == total):
+                result.eval_losses.append((step, val_loss()))
+            if bar is not None:
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+    if bar is not None:
+        bar.close()
+    peft_model.eval()
+    result.seconds = time.perf_counter() - start
+    result.peak_rss_gb = peak_rss_gb()
+    result.tokens_per_second = n_tokens / result.seconds
     return peft_model, result
 
 

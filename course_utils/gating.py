@@ -62,6 +62,6 @@ def behaviour(claim: str, holds: bool, model_or_choice) -> bool:
         return True
     label = model_label(model_or_choice)
     verdict = "también se cumple" if holds else "NO se cumple"
-    print(f"ⓘ {claim}: con {label} {verdict}. Afirmación {CHECKED_ON_BUNDLED} (SmolLM2-135M); "
+    print(f"ⓘ {claim}: con {label} {verdict}. Este punto está {CHECKED_ON_BUNDLED} (SmolLM2-135M); "
           "con otro modelo el resultado es informativo, no una prueba.")
     return holds

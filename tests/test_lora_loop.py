@@ -1,0 +1,82 @@
+"""The short LoRA training loop (``finetune.train_lora_loop``) and its pieces, on the Llama 3
+stand-in (real Llama 3 tokenizer and template, tiny random weights) and SmolLM2's tokenizer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from course_utils import finetune as F
+from course_utils.architecture import ArchSpec
+from course_utils import sft_data, standin
+from course_utils.models import bundled_model_path
+
+ROWS = [
+    {"instruction": "Clasifica la reseña.", "input": text, "output": label}
+    for text, label in [
+        ("Me encantó, funciona perfecto.", "POSITIVO"),
+        ("Llegó roto y tarde.", "NEGATIVO"),
+        ("Lo recibí el lunes.", "NEUTRAL"),
+        ("Muy buena calidad, repetiría.", "POSITIVO"),
+        ("No sirve para nada.", "NEGATIVO"),
+        ("Es de color azul.", "NEUTRAL"),
+    ]
+]
+
+
+@pytest.fixture(scope="module")
+def standin_model():
+    path = standin.standin_path("tied")
+    return F.load_torch_from_gguf(path)
+
+
+@pytest.mark.parametrize("which, closing", [("standin", "<|eot_id|>"), ("smollm2", "<|im_end|>")])
+def test_the_scored_span_is_the_answer_and_the_token_that_closes_the_turn(which, closing):
+    path = standin.standin_path("tied") if which == "standin" else bundled_model_path()
+    tokenizer = F.load_tokenizer_from_gguf(path)
+    examples = F.encode_examples(tokenizer, ROWS, sft_data.SENTIMENT_SYSTEM)
+    for row, example in zip(ROWS, examples):
+        scored = tokenizer.decode(example.ids[example.start:example.end])
+        assert scored == row["output"] + closing
+        assert example.end == len(example.ids)  # nothing after the closing token is kept
+        prompt = tokenizer.decode(example.ids[:example.start])
+        assert row["input"] in prompt and sft_data.SENTIMENT_SYSTEM in prompt
+
+
+def test_answer_loss_equals_the_loss_over_full_logits(standin_model):
+    """Applying the output head only where a token is scored changes nothing but the cost."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = standin_model
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"],
+                                                  task_type="CAUSAL_LM"))
+    batch = F.encode_examples(tokenizer, ROWS[:3], None)
+    fast = F.answer_loss(peft_model, batch, tokenizer.eos_token_id)
+
+    width = max(len(e.ids) for e in batch)
+    ids = torch.full((len(batch), width), tokenizer.eos_token_id)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, e in enumerate(batch):
+        ids[i, :len(e.ids)] = torch.tensor(e.ids)
+        mask[i, :len(e.ids)] = 1
+        labels[i, e.start:e.end] = torch.tensor(e.ids[e.start:e.end])
+    with torch.no_grad():
+        reference = peft_model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert math.isclose(fast.item(), reference.item(), rel_tol=1e-5)
+    peft_model.unload()
+
+
+def test_loop_trains_exactly_the_lora_parameters_and_records_its_run(standin_model):
+    model, tokenizer = standin_model
+    config = F.LoraConfig(r=4, alpha=8, learning_rate=1e-2, epochs=2, batch_size=2)
+    peft_model, result = F.train_lora_loop(model, tokenizer, ROWS, ROWS[:2], config,
+                                           progress=False, eval_every=3)
+    spec = ArchSpec.from_gguf(standin.standin_path("tied"))
+    assert result.trainable == F.lora_parameters(spec, 4)
+    assert [step for step, _ in result.eval_losses] == [3, 6]  # 2 epochs x 3 batches
+    assert all(math.isfinite(loss) for _, loss in result.losses + result.eval_losses)
+    assert result.tokens_per_second > 0 and result.seconds > 0
+    peft_model.unload()
