@@ -100,7 +100,10 @@ def generation_by_depth(llm, depths, n_gen: int = 32) -> list[tuple[int, float]]
 
     One pass: fill to the first depth, time ``n_gen`` single-token steps, fill on to the next
     depth... so the prompt is processed once, not once per depth. Each step attends to every
-    token in the cache, so generation slows down as the context fills.
+    token in the cache, so generation slows down as the context fills. The speed is one over
+    the *median* step time: a step slowed down by something else on the machine (or the first
+    steps after loading, which pay one-time costs; a few warm-up steps go first) does not move
+    it.
     """
     depths = sorted(depths)
     if any(b - a < n_gen for a, b in zip(depths, depths[1:])):
@@ -112,14 +115,19 @@ def generation_by_depth(llm, depths, n_gen: int = 32) -> list[tuple[int, float]]
         )
     tokens = filler_tokens(llm, depths[-1] + n_gen)
     llm.reset()
+    for token in tokens[:8]:  # warm-up
+        llm.eval([token])
+    llm.reset()
     rows = []
     for depth in depths:
         if depth > llm.n_tokens:
             llm.eval(tokens[llm.n_tokens:depth])
-        t0 = time.perf_counter()
+        steps = []
         for token in tokens[depth:depth + n_gen]:
+            t0 = time.perf_counter()
             llm.eval([token])
-        rows.append((depth, n_gen / (time.perf_counter() - t0)))
+            steps.append(time.perf_counter() - t0)
+        rows.append((depth, 1 / float(np.median(steps))))
     llm.reset()
     return rows
 
