@@ -610,14 +610,11 @@ def answer_loss(peft_model, batch: list[Example], pad_id: int):
     return torch.nn.functional.cross_entropy(logits.float(), torch.tensor(targets))
 
 
-def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None,
-                    config: LoraConfig, output_dir: str | Path) -> tuple[object, TrainResult]:
-    """LoRA with PEFT + TRL's SFTTrainer (loss only on the assistant's answer)."""
+def _add_lora(model, tokenizer, config: LoraConfig) -> tuple[object, TrainResult]:
+    """Seed, PAD/BOS/EOS aligned, LoRA added by PEFT; a :class:`TrainResult` with the counts."""
     import torch
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
-    from transformers import TrainerCallback
-    from trl import SFTConfig, SFTTrainer
 
     torch.manual_seed(config.seed)
     if tokenizer.pad_token is None:  # what SFTTrainer would do: pad with EOS
@@ -627,8 +624,19 @@ def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[di
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
         target_modules=list(config.targets), bias="none", task_type="CAUSAL_LM"))
     result = TrainResult()
-    result.trainable, result.total = (sum(p.numel() for p in peft_model.parameters() if p.requires_grad),
-                                      sum(p.numel() for p in peft_model.parameters()))
+    result.trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    result.total = sum(p.numel() for p in peft_model.parameters())
+    return peft_model, result
+
+
+def train_lora_peft(model, tokenizer, train_rows: list[dict], eval_rows: list[dict] | None,
+                    config: LoraConfig, output_dir: str | Path) -> tuple[object, TrainResult]:
+    """LoRA with PEFT + TRL's SFTTrainer (loss only on the assistant's answer)."""
+    import torch
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    peft_model, result = _add_lora(model, tokenizer, config)
 
     class Record(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -681,22 +689,10 @@ def train_lora_loop(model, tokenizer, train_rows: list[dict], eval_rows: list[di
     import random
 
     import torch
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
-
     from .hardware import physical_cores
 
-    torch.manual_seed(config.seed)
     torch.set_num_threads(physical_cores())
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    align_special_tokens(model, tokenizer)
-    peft_model = get_peft_model(model, PeftLoraConfig(
-        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-        target_modules=list(config.targets), bias="none", task_type="CAUSAL_LM"))
-    result = TrainResult()
-    result.trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    result.total = sum(p.numel() for p in peft_model.parameters())
+    peft_model, result = _add_lora(model, tokenizer, config)
 
     train = encode_examples(tokenizer, train_rows, config.system)
     val = encode_examples(tokenizer, eval_rows, config.system) if eval_rows else []
