@@ -55,6 +55,25 @@ def test_bench_runs_as_a_subcommand_without_runpy_warning():
     assert "RuntimeWarning" not in proc.stderr and "--chapters" in proc.stdout
 
 
+def test_bench_executes_a_notebook_without_kernel_warnings(tmp_path):
+    """Timing a chapter prints nothing alarming: no ipykernel warning about unencrypted TCP, no
+    'parent appears to have exited' (the kernel is shut down by us)."""
+    import subprocess
+    import sys
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 6 * 7\nassert x == 42")]
+    path = tmp_path / "t.ipynb"
+    nbformat.write(nb, path)
+    code = ("from pathlib import Path; from course_utils.bench import notebook_time; "
+            f"s, status = notebook_time(Path({str(path)!r})); print(status)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+    assert "WARNING" not in proc.stderr and "encryption" not in proc.stderr, proc.stderr
+
+
 def test_bench_budget_table_flags_chapters_and_total_over_budget():
     from course_utils.bench import budget_table
 
