@@ -59,4 +59,25 @@ def classification_report(gold: list[str], pred: list[str | None], labels: list[
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         report[label] = {"precision": precision, "recall": recall, "f1": f1, "n": actual}
     report["macro_f1"] = sum(report[label]["f1"] for label in labels) / len(labels)
+    report["accuracy_ci"] = bootstrap_interval([g == p for g, p in zip(gold, pred)])
     return report
+
+
+def bootstrap_interval(hits: list[bool], level: float = 0.95, n_boot: int = 2000,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the accuracy (the mean of ``hits``).
+
+    The test items are resampled with replacement ``n_boot`` times; the interval holds the middle
+    ``level`` of the resampled accuracies. With 87 items and 80 % accuracy it is about ±8 points:
+    two models 5 points apart on such a test are not shown to differ.
+    """
+    import numpy as np
+
+    values = np.asarray(hits, dtype=float)
+    if values.size == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, (n_boot, values.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return (float(lo), float(hi))
