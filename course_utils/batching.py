@@ -23,9 +23,12 @@ class BatchRun:
 
     answers: list[str]
     seconds: float
-    prompt_tokens: int
+    prompt_tokens: int  #: as billed in ``usage``: every prompt's full length
     completion_tokens: int
     latencies: list[float] = field(default_factory=list)
+    #: tokens the model actually ran through ``Llama.eval`` (prompts and answers): a reused
+    #: prefix is not run again, so this is what prefix reuse saves, counted rather than timed
+    evaluated_tokens: int = 0
 
     @property
     def prompts_per_second(self) -> float:
@@ -33,7 +36,7 @@ class BatchRun:
 
 
 def _answer(llm, prompt, **kwargs) -> tuple[str, dict]:
-    if isinstance(prompt, str):
+    if isinstance(prompt, str) or (prompt and isinstance(prompt[0], int)):  # text or token ids
         out = llm.create_completion(prompt, **kwargs)
         return out["choices"][0]["text"], out["usage"]
     out = llm.create_chat_completion(messages=prompt, **kwargs)
@@ -44,8 +47,8 @@ def complete_many(llm, prompts: list, *, reuse_prefix: bool = True, progress: bo
                   desc: str = "prompts", **kwargs) -> BatchRun:
     """Answer every prompt (a string, or a list of chat messages) with one loaded model.
 
-    ``reuse_prefix=False`` clears the KV cache before each prompt, to measure what the
-    automatic prefix reuse saves. ``kwargs`` go to the completion call (``temperature=0`` and
+    The run starts from an empty KV cache; ``reuse_prefix=False`` also clears it before each
+    prompt, to measure what the automatic prefix reuse saves. A prompt may also be a list of token ids (no BOS is added). ``kwargs`` go to the completion call (``temperature=0`` and
     ``max_tokens=32`` unless given).
     """
     kwargs.setdefault("temperature", 0)
@@ -57,17 +60,34 @@ def complete_many(llm, prompts: list, *, reuse_prefix: bool = True, progress: bo
         iterator = tqdm(prompts, desc=desc, leave=False)
     answers, latencies = [], []
     n_prompt = n_completion = 0
+    evaluated = [0]
+    own_eval = vars(llm).get("eval")  # None unless someone already wrapped this instance
+    original_eval = llm.eval
+
+    def counting_eval(tokens):
+        evaluated[0] += len(tokens)
+        return original_eval(tokens)
+
+    llm.eval = counting_eval  # the instance's own attribute, removed below
+    llm.reset()  # every run starts from an empty KV cache: runs are comparable
     start = time.perf_counter()
-    for prompt in iterator:
-        if not reuse_prefix:
-            llm.reset()
-        t0 = time.perf_counter()
-        text, usage = _answer(llm, prompt, **kwargs)
-        latencies.append(time.perf_counter() - t0)
-        answers.append(text)
-        n_prompt += usage["prompt_tokens"]
-        n_completion += usage["completion_tokens"]
-    return BatchRun(answers, time.perf_counter() - start, n_prompt, n_completion, latencies)
+    try:
+        for prompt in iterator:
+            if not reuse_prefix:
+                llm.reset()
+            t0 = time.perf_counter()
+            text, usage = _answer(llm, prompt, **kwargs)
+            latencies.append(time.perf_counter() - t0)
+            answers.append(text)
+            n_prompt += usage["prompt_tokens"]
+            n_completion += usage["completion_tokens"]
+    finally:
+        if own_eval is None:
+            del llm.eval
+        else:
+            llm.eval = own_eval
+    return BatchRun(answers, time.perf_counter() - start, n_prompt, n_completion, latencies,
+                    evaluated[0])
 
 
 def common_prefix_length(sequences: list[list[int]]) -> int:

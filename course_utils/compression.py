@@ -3,6 +3,9 @@
 * **Magnitude pruning** sets the smallest weights to zero. The weights stay in dense tensors:
   without sparse storage and sparse kernels the file is just as big and the matrix products just
   as slow (zeros are multiplied like any other number). What changes is quality.
+  Semi-structured ``2:4`` sparsity (two zeros in every four weights) is the pattern sparse GPU
+  hardware can skip; methods such as SparseGPT and Wanda choose which weights to drop better than
+  magnitude alone.
 * **Distillation** trains a small *student* to imitate a *teacher*'s full next-token
   distribution (soft targets), not only the one right token. The loss from the course notes,
   written for language models (one distribution per *token*, not per sequence).
@@ -43,6 +46,37 @@ def magnitude_prune(model, amount: float, skip=DEFAULT_SKIP):
         prune.l1_unstructured(module, name="weight", amount=amount)
         prune.remove(module, "weight")
     return model
+
+
+@torch.no_grad()
+def prune_n_m_(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """Semi-structured ``n:m`` pruning, in place: in every group of ``m`` consecutive weights of a
+    row, the ``n`` smallest in magnitude become zero (2:4 = half the weights, in a fixed pattern).
+
+    The pattern is what sparse hardware can skip (NVIDIA GPUs since Ampere multiply 2:4 matrices
+    with sparse tensor cores): unlike unstructured pruning, every group has exactly ``n`` zeros.
+    Rows must have a multiple of ``m`` weights. Returns ``weight``.
+    """
+    if not 0 < n < m:
+        raise ValueError("n:m necesita 0 < n < m (por ejemplo 2:4).")
+    if weight.shape[-1] % m:
+        raise ValueError(f"Las filas tienen {weight.shape[-1]} pesos: no es múltiplo de {m}.")
+    groups = weight.view(-1, m)
+    smallest = groups.abs().argsort(dim=1, stable=True)[:, :n]
+    groups.scatter_(1, smallest, 0.0)
+    return weight
+
+
+def semi_structured_prune(model, n: int = 2, m: int = 4, skip=DEFAULT_SKIP):
+    """:func:`prune_n_m_` on every prunable linear layer of ``model`` (in place). Returns it."""
+    for _, module in prunable_linears(model, skip):
+        prune_n_m_(module.weight.data, n, m)
+    return model
+
+
+def follows_n_m(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
+    """True when every group of ``m`` consecutive weights of each row has at least ``n`` zeros."""
+    return bool(((weight.reshape(-1, m) == 0).sum(dim=1) >= n).all())
 
 
 def sparsity(model, skip=DEFAULT_SKIP) -> float:

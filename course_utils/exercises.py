@@ -137,6 +137,112 @@ def _lora_qv_r8(answer) -> tuple[bool, str]:
     return False, "No es correcto. Pista: r × (d_in + d_out) por matriz, por capa."
 
 
+#: Chapter 7's first exercise: Llama 3.1 8B in Q4_K_M on a machine whose memory gives 50 GB/s.
+CH07_BANDWIDTH_GBS = 50.0
+#: Its file (published size) and its token-embedding matrix (128 256 × 4 096 in Q4_K: 4.5 bits
+#: per weight), which an untied model only looks up, one row per token.
+CH07_FILE_BYTES = 4.92e9
+CH07_EMBD_BYTES = LLAMA_31_8B.vocab_size * LLAMA_31_8B.d_model * 144 // 256
+
+
+@_register("ceiling_8b_q4")
+def _ceiling_8b_q4(answer) -> tuple[bool, str]:
+    """Estimated most tokens/s of Llama 3.1 8B Q4_K_M at 50 GB/s, embeddings not read per token."""
+    row = CH07_EMBD_BYTES // LLAMA_31_8B.vocab_size
+    per_token = CH07_FILE_BYTES - CH07_EMBD_BYTES + row
+    right = CH07_BANDWIDTH_GBS * 1e9 / per_token
+    value = float(answer)
+    if abs(value - right) <= 0.01 * right:
+        return True, ("Correcto: sin la matriz de embeddings, cada token lee un 6 % menos de bytes "
+                      "y el techo estimado sube otro tanto.")
+    if abs(value - CH07_BANDWIDTH_GBS * 1e9 / CH07_FILE_BYTES) <= 0.01 * right:
+        return False, ("Dividiste por el archivo entero. Llama 3.1 8B no comparte los embeddings "
+                       "con la cabeza de salida: generar solo lee una fila de esa matriz por "
+                       "token. Resta sus bytes.")
+    if abs(value - CH07_BANDWIDTH_GBS * GIB / per_token) <= 0.01 * right:
+        return False, "Mezclaste GB (10^9 bytes) y GiB (2^30): aquí todo va en GB."
+    if value > 0 and abs(1 / value - right) <= 0.01 * right:
+        return False, "Eso son segundos por token: el techo en tokens/s es el inverso."
+    return False, ("No es correcto. Pista: tokens/s ≈ (bytes/s de la memoria) / (bytes leídos por "
+                   "token), y los embeddings de entrada de un modelo sin pesos atados no se leen "
+                   "enteros.")
+
+
+#: Chapter 7's second exercise: prompts that share a prefix, answered one after another.
+CH07_PROMPTS, CH07_SHARED, CH07_OWN = 5, 300, 40
+
+
+@_register("prefix_tokens")
+def _prefix_tokens(answer) -> tuple[bool, str]:
+    """Prompt tokens llama.cpp runs for :data:`CH07_PROMPTS` prompts sharing a prefix, reused."""
+    right = CH07_SHARED + CH07_PROMPTS * CH07_OWN
+    value = int(answer)
+    if value == right:
+        return True, ("Correcto: el prefijo se procesa una sola vez y cada prompt paga solo su "
+                      "parte propia.")
+    if value == CH07_PROMPTS * (CH07_SHARED + CH07_OWN):
+        return False, "Eso es sin reutilizar el prefijo: cada prompt entero, desde cero."
+    if value == CH07_PROMPTS * CH07_OWN:
+        return False, "Te falta el prefijo: el primer prompt lo procesa entero, la caché está vacía."
+    if value == CH07_SHARED + CH07_OWN:
+        return False, "Eso es solo el primer prompt: los otros cuatro también procesan su parte propia."
+    return False, "No es correcto. Pista: el primer prompt paga todo; los siguientes, lo que no comparten."
+
+
+#: Chapter 8's first exercise: 30 reviews, 10 of each class, and a model that always says POSITIVO.
+CH08_LABELS = ("POSITIVO", "NEGATIVO", "NEUTRAL")
+CH08_PER_CLASS = 10
+
+
+@_register("macro_f1_constant")
+def _macro_f1_constant(answer) -> tuple[bool, str]:
+    """Macro F1 of a model that answers POSITIVO to 10 reviews of each of the three classes."""
+    from .metrics import classification_report
+
+    gold = [label for label in CH08_LABELS for _ in range(CH08_PER_CLASS)]
+    report = classification_report(gold, ["POSITIVO"] * len(gold), list(CH08_LABELS))
+    right, value = report["macro_f1"], float(answer)
+    if abs(value - right) < 0.005:
+        return True, ("Correcto: la exactitud (un tercio) parece la del azar, pero el F1 macro "
+                      "delata que el modelo no distingue nada.")
+    if abs(value - report["accuracy"]) < 0.005:
+        return False, "Esa es la exactitud. El F1 macro es la media del F1 de cada clase."
+    if abs(value - report["POSITIVO"]["f1"]) < 0.005:
+        return False, ("Ese es el F1 de POSITIVO. Las otras dos clases nunca se predicen: su F1 es "
+                       "0, y el macro es la media de las tres.")
+    return False, ("No es correcto. Pista: para POSITIVO, precisión = 10/30 y exhaustividad = 1; "
+                   "F1 = 2·P·R/(P + R); luego, la media de las tres clases.")
+
+
+#: Chapter 8's second exercise: one row of eight weights.
+CH08_ROW = (0.9, -0.8, 0.7, 0.6, 0.05, -0.1, 0.2, -0.15)
+
+
+@_register("prune_2_4")
+def _prune_2_4(answer) -> tuple[bool, str]:
+    """:data:`CH08_ROW` after 2:4 semi-structured pruning (a list of eight numbers)."""
+    import torch
+
+    from .compression import prune_n_m_
+
+    right = prune_n_m_(torch.tensor(CH08_ROW, dtype=torch.float64)).tolist()
+    value = [float(v) for v in answer]
+    if len(value) != len(right):
+        return False, f"La fila tiene {len(right)} pesos: responde con {len(right)} números."
+    if all(abs(a - b) < 1e-9 for a, b in zip(value, right)):
+        return True, "Correcto: dos ceros en cada grupo de cuatro, los de menor valor absoluto."
+    kept = sorted(CH08_ROW, key=abs)[len(CH08_ROW) // 2:]
+    unstructured = [v if v in kept else 0.0 for v in CH08_ROW]
+    if all(abs(a - b) < 1e-9 for a, b in zip(value, unstructured)):
+        return False, ("Esa es la poda no estructurada del 50 % (los cuatro más pequeños de toda "
+                       "la fila). En 2:4 se decide dentro de cada grupo de 4 pesos consecutivos.")
+    groups = [value[i:i + 4] for i in range(0, len(value), 4)]
+    if any(sum(v == 0 for v in g) != 2 for g in groups):
+        return False, "En 2:4 cada grupo de cuatro pesos consecutivos queda con exactamente dos ceros."
+    return False, ("Los ceros no están en su sitio. Pista: en cada grupo de cuatro se quitan los dos "
+                   "de menor valor absoluto (el signo no cuenta).")
+
+
 def check(name: str, answer) -> bool | None:
     """Check ``answer`` for exercise ``name``; prints the verdict and returns it."""
     if name not in _CHECKS:

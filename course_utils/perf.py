@@ -195,8 +195,32 @@ def memory_bandwidth(size_mb: int = 256, repeats: int = 5, threads: int | None =
     return 2 * src.nbytes / best / 1e9
 
 
+def bytes_per_token(path) -> int:
+    """Bytes of weights that generating one token reads, from a GGUF's tensor index.
+
+    Every tensor is read once per token, except the token-embedding matrix of a model with a
+    separate output head (``output.weight``: untied, like Llama 3.1 8B): generation only looks up
+    one row of it. In a tied model (SmolLM2, Llama 3.2 1B/3B) the same matrix is the output head
+    and is read whole. Metadata and the tokenizer are not weights: they are not counted.
+    """
+    from .architecture import read_gguf_index
+
+    tensors = {t.name: t for t in read_gguf_index(path).tensors}
+    total = sum(t.n_bytes for t in tensors.values())
+    embd = tensors.get("token_embd.weight")
+    if embd is not None and "output.weight" in tensors:
+        rows = embd.shape[-1] if len(embd.shape) > 1 else 1
+        total -= embd.n_bytes - embd.n_bytes // rows  # one row looked up, not the matrix
+    return total
+
+
 def generation_ceiling(weight_bytes: int, bandwidth_gbs: float) -> float:
-    """Most tokens/s generation can reach if each token reads every weight once from RAM."""
+    """Estimated most tokens/s: memory bandwidth over the weight bytes each token reads.
+
+    An estimate, not a hard bound: the bandwidth figure is a numpy copy's, not llama.cpp's access
+    pattern, and a small model can be partly served from the CPU's caches. The KV cache, which
+    each token also reads, is left out.
+    """
     if weight_bytes <= 0 or bandwidth_gbs <= 0:
         raise ValueError("weight_bytes y bandwidth_gbs deben ser positivos.")
     return bandwidth_gbs * 1e9 / weight_bytes

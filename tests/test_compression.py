@@ -127,3 +127,26 @@ def test_synthetic_task_is_reproducible():
     assert all(torch.equal(u, v) for u, v in zip(a, b))
     x, noisy, true = a
     assert x.shape == (50, 20) and 0 < (noisy != true).float().mean() < 0.5
+
+
+def test_n_m_pruning_keeps_the_largest_two_of_every_four():
+    row = torch.tensor([0.9, -0.8, 0.7, 0.6, 0.05, -0.1, 0.2, -0.15])
+    C.prune_n_m_(row)
+    assert row.tolist() == pytest.approx([0.9, -0.8, 0, 0, 0, 0, 0.2, -0.15])
+    assert C.follows_n_m(row) and not C.follows_n_m(torch.ones(8))
+    with pytest.raises(ValueError, match="múltiplo"):
+        C.prune_n_m_(torch.ones(6))
+    with pytest.raises(ValueError):
+        C.prune_n_m_(torch.ones(8), n=4, m=4)
+
+
+def test_semi_structured_pruning_of_a_model_is_half_zeros_in_the_pattern():
+    model = TinyLM()
+    embed_before = model.embed.weight.clone()
+    C.semi_structured_prune(model)
+    assert C.sparsity(model) == pytest.approx(0.5)
+    assert all(C.follows_n_m(m.weight) for _, m in C.prunable_linears(model))
+    assert torch.equal(model.embed.weight, embed_before)  # the tied head is skipped
+    unstructured = TinyLM()
+    C.magnitude_prune(unstructured, 0.5)
+    assert not all(C.follows_n_m(m.weight) for _, m in C.prunable_linears(unstructured))

@@ -65,3 +65,50 @@ def test_lora_exercise(capsys):
     assert exercises.check("lora_qv_r8", 30 * 8 * (1152 + 768)) is True
     assert exercises.check("lora_qv_r8", 8 * (1152 + 768)) is False
     assert "30 capas" in capsys.readouterr().out
+
+
+def test_ceiling_exercise(capsys):
+    from course_utils.architecture import LLAMA_31_8B
+
+    per_token = exercises.CH07_FILE_BYTES - exercises.CH07_EMBD_BYTES + 4096 * 144 // 256
+    assert exercises.CH07_EMBD_BYTES == 128_256 * 4096 * 4.5 / 8  # Q4_K: 4.5 bits per weight
+    assert LLAMA_31_8B.tied_embeddings is False
+    assert exercises.check("ceiling_8b_q4", 50e9 / per_token) is True
+    capsys.readouterr()
+    assert exercises.check("ceiling_8b_q4", 50 / 4.92) is False
+    assert "archivo entero" in capsys.readouterr().out
+    assert exercises.check("ceiling_8b_q4", per_token / 50e9) is False
+    assert "segundos por token" in capsys.readouterr().out
+
+
+def test_prefix_tokens_exercise(capsys):
+    assert exercises.check("prefix_tokens", 300 + 5 * 40) is True
+    assert exercises.check("prefix_tokens", 5 * 340) is False
+    assert "sin reutilizar" in capsys.readouterr().out
+    assert exercises.check("prefix_tokens", 200) is False
+    assert "Te falta el prefijo" in capsys.readouterr().out
+
+
+def test_macro_f1_exercise(capsys):
+    assert exercises.check("macro_f1_constant", 0.5 / 3) is True
+    assert exercises.check("macro_f1_constant", 1 / 3) is False
+    assert "exactitud" in capsys.readouterr().out
+    assert exercises.check("macro_f1_constant", 0.5) is False
+    assert "F1 de POSITIVO" in capsys.readouterr().out
+
+
+def test_prune_2_4_exercise(capsys):
+    assert exercises.check("prune_2_4", [0.9, -0.8, 0, 0, 0, 0, 0.2, -0.15]) is True
+    assert exercises.check("prune_2_4", (0.9, -0.8, 0.7, 0.6, 0, 0, 0, 0)) is False
+    assert "no estructurada" in capsys.readouterr().out
+    assert exercises.check("prune_2_4", [0.9, -0.8, 0, 0, 0.05, 0, 0, -0.15]) is False
+    assert "valor absoluto" in capsys.readouterr().out
+    assert exercises.check("prune_2_4", [1, 2, 3]) is False
+
+
+def test_correct_verdicts_do_not_print_the_answer(capsys):
+    """A folded solution's output must not give the number away (chapters 07 and 08)."""
+    for name, answer, shown in [("prefix_tokens", 500, "500"), ("macro_f1_constant", 1 / 6, "0.1"),
+                                ("ceiling_8b_q4", 10.81, "10.")]:
+        assert exercises.check(name, answer) is True
+        assert shown not in capsys.readouterr().out

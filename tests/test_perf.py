@@ -180,3 +180,39 @@ def test_check_on_cpu_does_not_blame_the_model_for_a_busy_machine(clean_env, no_
 
 def test_other_cpu_load_is_a_share():
     assert 0.0 <= perf.other_cpu_load(interval=0.1) <= 1.0
+
+
+# --------------------------------------------------------------------------- bytes read per token
+
+
+def test_bytes_per_token_leaves_out_an_untied_embedding_matrix():
+    from course_utils import standin
+    from course_utils.architecture import read_gguf_index
+
+    for variant in ("tied", "untied"):
+        path = standin.standin_path(variant)
+        tensors = {t.name: t for t in read_gguf_index(path).tensors}
+        weights = sum(t.n_bytes for t in tensors.values())
+        embd = tensors["token_embd.weight"]
+        if variant == "tied":  # the matrix is also the output head: read whole
+            assert perf.bytes_per_token(path) == weights
+        else:  # only the looked-up row of the input embeddings
+            vocab = embd.shape[-1]
+            assert perf.bytes_per_token(path) == weights - embd.n_bytes + embd.n_bytes // vocab
+    bundled = cu.models.bundled_model_path()
+    assert perf.bytes_per_token(bundled) < bundled.stat().st_size  # metadata is not weights
+
+
+def test_complete_many_counts_the_tokens_it_runs(llm):
+    """Prefix reuse, counted: the shared prefix is run once, then only what each prompt adds."""
+    prefix = perf.filler_tokens(llm, 60)
+    prompts = [prefix + llm.tokenize(f" número {n} de la lista".encode(), add_bos=False)
+               for n in ("uno", "dos", "tres")]
+    shared = batching.common_prefix_length(prompts)
+    assert shared >= len(prefix)
+    fresh = batching.complete_many(llm, prompts, reuse_prefix=False, max_tokens=1, progress=False)
+    reuse = batching.complete_many(llm, prompts, max_tokens=1, progress=False)
+    assert fresh.evaluated_tokens == sum(len(p) for p in prompts) == fresh.prompt_tokens
+    assert reuse.evaluated_tokens == shared + sum(len(p) - shared for p in prompts)
+    assert reuse.answers == fresh.answers
+    assert "eval" not in vars(llm)  # the counter is removed afterwards
