@@ -35,17 +35,22 @@ def chat_token_counter(llm) -> Callable[[list[dict]], int]:
     """
     if not getattr(llm, "chat_format", None):
         raise ValueError("Este modelo no tiene formato de chat (¿es un modelo base?).")
-    formatter = chat_formatter(llm.chat_format)
+    return lambda messages: len(chat_prompt_ids(llm, messages))
 
-    def count(messages: list[dict]) -> int:
-        # as llama-cpp-python's chat handler: BOS added by the tokenizer unless the formatter
-        # already wrote it (ChatML models such as SmolLM2 add none; Llama 3 adds
-        # <|begin_of_text|>, which its llama-3 formatter leaves out of the text)
-        result = formatter(messages=messages)
-        add_bos = not getattr(result, "added_special", False)
-        return len(llm.tokenize(result.prompt.encode("utf-8"), add_bos=add_bos, special=True))
 
-    return count
+def chat_prompt_ids(llm, messages: list[dict]) -> list[int]:
+    """The token ids ``create_chat_completion`` feeds the model for ``messages``.
+
+    The model's chat format with the generation prompt, tokenized with special tokens on and,
+    as llama-cpp-python's chat handler does, BOS added by the tokenizer unless the formatter
+    already wrote it (ChatML models such as SmolLM2 add none; Llama 3 adds
+    ``<|begin_of_text|>``, which its llama-3 formatter leaves out of the text).
+    """
+    if not getattr(llm, "chat_format", None):
+        raise ValueError("Este modelo no tiene formato de chat (¿es un modelo base?).")
+    result = chat_formatter(llm.chat_format)(messages=messages)
+    add_bos = not getattr(result, "added_special", False)
+    return llm.tokenize(result.prompt.encode("utf-8"), add_bos=add_bos, special=True)
 
 
 def _turn_starts(messages: list[dict], first: int) -> list[int]:

@@ -36,3 +36,55 @@ def evaluate(llm, rows: list[dict], labels: list[str], system: str | None = None
     report["predicciones"] = [p for p, _ in results]
     report["respuestas"] = [t for _, t in results]
     return report
+
+
+def label_logprobs(llm, prompt_ids: list[int], labels: list[str]) -> dict[str, float]:
+    """``log P(label | prompt)`` for each label: the sum of its tokens' log-probabilities.
+
+    Another way to ask a model for a class, fairer to a model that does not answer in the
+    expected format: no generation, no parsing; the label the model finds most likely wins.
+    The prompt is read once; each label is then read after it (the KV cache of the prompt is
+    kept: llama-cpp-python's ``eval`` continues from ``n_tokens``). The model must be loaded
+    with ``logits_all=True`` (``llm.scores`` then has one row of logits per position).
+    """
+    import numpy as np
+
+    if not getattr(llm, "keeps_all_logits", True):  # a CourseLlama knows; a plain Llama: try
+        raise ValueError("Para leer la probabilidad de cada etiqueta carga el modelo con "
+                         "logits_all=True: cu.load_llm(..., logits_all=True).")
+    llm.reset()
+    llm.eval(prompt_ids)
+    n = llm.n_tokens
+    out = {}
+    for label in labels:
+        ids = llm.tokenize(label.encode("utf-8"), add_bos=False, special=False)
+        llm.n_tokens = n  # forget the previous label; the prompt stays in the cache
+        llm.eval(ids)
+        logits = llm.scores[n - 1:n - 1 + len(ids)].astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        out[label] = float(logp[np.arange(len(ids)), ids].sum())
+    return out
+
+
+def evaluate_by_logprob(llm, rows: list[dict], labels: list[str], system: str | None = None,
+                        progress: bool = True, desc: str = "log-prob") -> dict:
+    """Like :func:`evaluate`, but the prediction is the label with the highest log-probability
+    after the chat prompt (:func:`label_logprobs`), so every answer has a label."""
+    from .context import chat_prompt_ids
+
+    iterator = rows
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(rows, desc=desc, leave=False)
+    start = time.perf_counter()
+    preds = []
+    for row in iterator:
+        messages = to_messages({**row, "output": row.get("output", "")}, system)["messages"][:-1]
+        scores = label_logprobs(llm, chat_prompt_ids(llm, messages), labels)
+        preds.append(max(scores, key=scores.get))
+    report = classification_report([r["output"] for r in rows], preds, labels)
+    report["segundos por ejemplo"] = (time.perf_counter() - start) / max(1, len(rows))
+    report["predicciones"] = preds
+    return report

@@ -164,13 +164,83 @@ def export_gguf(model, template: str | os.PathLike, out: str | os.PathLike) -> P
     return out
 
 
-def compare_with_llama_cpp(model, gguf_path: str | os.PathLike, prompts: list[str]) -> dict:
+def lora_tensors(peft_model) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{GGUF weight name: (A, B)}`` for every LoRA pair of a PEFT model, in llama.cpp's layout.
+
+    A is ``r × d_in`` and B is ``d_out × r`` (PEFT's ``lora_A`` / ``lora_B`` weights); the rows of
+    B for ``q_proj`` and ``k_proj`` are permuted like the matrices they modify (llama.cpp stores
+    those with the rotary dimensions interleaved, see :func:`permute_for_llama_cpp`).
+    """
+    modules = [(name, m) for name, m in peft_model.named_modules()
+               if "default" in (getattr(m, "lora_A", None) or {})]
+    if not modules:
+        raise ExportError("El modelo no tiene capas LoRA: pasa el modelo de PEFT sin fusionar "
+                          "(el que devuelve el entrenamiento), no el fusionado.")
+    cfg = peft_model.get_base_model().config
+    heads = {"self_attn.q_proj": cfg.num_attention_heads,
+             "self_attn.k_proj": cfg.num_key_value_heads}
+    pairs = {}
+    for name, module in modules:
+        lora_a = module.lora_A
+        hf = name.split("base_model.model.", 1)[-1] + ".weight"
+        a = lora_a["default"].weight.detach().float().cpu().numpy()
+        b = module.lora_B["default"].weight.detach().float().cpu().numpy()
+        for suffix, n_head in heads.items():
+            if hf.endswith(suffix + ".weight"):
+                b = permute_for_llama_cpp(b, n_head)
+        pairs[gguf_name(hf)] = (a, b)
+    return pairs
+
+
+def export_lora_adapter(peft_model, template: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write the LoRA of ``peft_model`` (not merged) as a GGUF adapter for ``Llama(lora_path=...)``.
+
+    The format of llama.cpp's ``convert_lora_to_gguf.py``: ``general.type = adapter``,
+    ``adapter.type = lora``, ``adapter.lora.alpha``, and for each adapted matrix ``W`` two F32
+    tensors ``<W>.lora_a`` (r × d_in) and ``<W>.lora_b`` (d_out × r). llama.cpp adds
+    ``(alpha / r) · B · A`` to ``W`` on the fly; the base file stays as it is. ``template`` is the
+    base model's GGUF (its architecture is checked against the adapter's matrices).
+    """
+    import gguf
+
+    from .memory_guard import read_gguf_header
+
+    header = read_gguf_header(validate_gguf(template))
+    pairs = lora_tensors(peft_model)
+    unknown = [n for n in pairs if n not in header.tensors]
+    if unknown:
+        raise ExportError(f"El adaptador modifica tensores que la plantilla no tiene ({unknown[:3]}): "
+                          "usa como plantilla el GGUF del modelo base que entrenaste.")
+    lora_cfg = peft_model.peft_config["default"]
+    out = Path(out)
+    writer = gguf.GGUFWriter(str(out) + ".partial", header.arch)
+    try:
+        writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
+        writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+        writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(lora_cfg.lora_alpha))
+        for name, (a, b) in pairs.items():
+            writer.add_tensor(name + ".lora_a", a.astype(np.float32))
+            writer.add_tensor(name + ".lora_b", b.astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(str(out) + ".partial", out)
+    finally:
+        Path(str(out) + ".partial").unlink(missing_ok=True)
+    return out
+
+
+def compare_with_llama_cpp(model, gguf_path: str | os.PathLike, prompts: list[str],
+                           lora_path: str | os.PathLike | None = None) -> dict:
     """Feed the same token ids to the torch model and to llama.cpp; compare last-token logits.
 
     Returns the largest absolute logit difference, the largest difference relative to the logit
     range, how many prompts agree on the most probable next token, and the longest prompt in
     tokens (long prompts check the RoPE scaling: with the wrong one, distant positions disagree).
     Uses llama-cpp-python's public API: ``Llama(logits_all=True)``, ``eval`` and ``scores``.
+    With ``lora_path``, llama.cpp applies that GGUF LoRA adapter to ``gguf_path`` (the base)
+    and ``model`` is the PEFT model with the same LoRA, not merged.
     """
     import torch
 
@@ -180,7 +250,8 @@ def compare_with_llama_cpp(model, gguf_path: str | os.PathLike, prompts: list[st
     ids_list = [probe.tokenize(p.encode("utf-8"), add_bos=True, special=True) for p in prompts]
     probe.close()
     longest = max(len(ids) for ids in ids_list)
-    llm = load_llm(str(gguf_path), n_ctx=longest + 1, logits_all=True)
+    extra = {"lora_path": str(lora_path)} if lora_path else {}
+    llm = load_llm(str(gguf_path), n_ctx=longest + 1, logits_all=True, **extra)
     device = next(model.parameters()).device  # cuda when it was trained on a GPU
     max_abs, max_rel, agree = 0.0, 0.0, 0
     try:

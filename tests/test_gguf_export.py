@@ -187,3 +187,40 @@ def test_names_both_ways():
         assert G.hf_name(G.gguf_name(name)) == name
     with pytest.raises(KeyError):
         G.hf_name("rope_freqs.weight")
+
+
+def test_lora_adapter_gguf_gives_the_peft_models_logits(tmp_path):
+    """A GGUF LoRA adapter applied by llama.cpp to the base file = the PEFT model, not merged."""
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    _, path, model, _ = _load("tied")
+    peft_model = get_peft_model(copy.deepcopy(model), PeftLoraConfig(
+        r=4, lora_alpha=8, target_modules=list(F.TARGET_MODULES), task_type="CAUSAL_LM"))
+    torch.manual_seed(0)
+    with torch.no_grad():  # B starts at zero: give the adapter something to change
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    adapter = G.export_lora_adapter(peft_model, path, tmp_path / "adapter.gguf")
+    header = read_gguf_header(adapter)
+    assert header.fields["general.type"] == "adapter"
+    assert header.fields["adapter.lora.alpha"] == 8
+    n_layers = model.config.num_hidden_layers
+    assert len(header.tensors) == 2 * len(F.TARGET_MODULES) * n_layers
+    a, b = (header.tensors["blk.0.attn_q.weight.lora_a"], header.tensors["blk.0.attn_q.weight.lora_b"])
+    assert a.shape == (4, model.config.hidden_size) and b.shape[1] == 4  # A: r x d_in, B: d_out x r
+
+    with_adapter = G.compare_with_llama_cpp(peft_model, path, PROBES, lora_path=adapter)
+    assert with_adapter["top1_agree"] == len(PROBES) and with_adapter["max_rel_diff"] < 0.01
+    # and the adapter matters: without it llama.cpp gives the base model's logits, not these
+    without = G.compare_with_llama_cpp(peft_model, path, PROBES)
+    assert without["max_rel_diff"] > 10 * with_adapter["max_rel_diff"]
+
+
+def test_lora_adapter_needs_the_unmerged_model(tmp_path):
+    _, path, model, _ = _load("tied")
+    with pytest.raises(G.ExportError, match="LoRA"):
+        G.export_lora_adapter(model, path, tmp_path / "x.gguf")
+    assert not (tmp_path / "x.gguf").exists()

@@ -80,3 +80,17 @@ def test_loop_trains_exactly_the_lora_parameters_and_records_its_run(standin_mod
     assert all(math.isfinite(loss) for _, loss in result.losses + result.eval_losses)
     assert result.tokens_per_second > 0 and result.seconds > 0
     peft_model.unload()
+
+
+def test_batches_mix_the_answers_and_cover_every_example_once():
+    import random
+
+    # sorted by class, as a file written class by class would be
+    examples = [F.Example([1, 2, 3], 2, 3, label) for label in "AAAAAABBBBBBCCCCCC"]
+    for seed in range(3):
+        batches = F._batches(examples, 3, random.Random(seed))
+        assert sorted(id(e) for b in batches for e in b) == sorted(id(e) for e in examples)
+        assert all(len({e.answer for e in b}) == 3 for b in batches)  # one of each class
+    first = [[id(e) for e in b] for b in F._batches(examples, 3, random.Random(0))]
+    other = [[id(e) for e in b] for b in F._batches(examples, 3, random.Random(1))]
+    assert first != other  # still random
