@@ -366,3 +366,101 @@ def read_tensor(path: str | os.PathLike, name: str) -> np.ndarray:
     rows = tuple(reversed(t.shape[1:]))  # numpy order: outer dimensions first, bytes of a row last
     data = raw.reshape(*rows, t.shape[0] // block * size)
     return np.asarray(dequantize(data, qtype), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- K-quants, for real
+
+
+@dataclass(frozen=True)
+class MiniLlamaSpec:
+    """A tiny Llama whose matrices all have rows that are multiples of 256: K-quants apply to all.
+
+    Its proportions follow Llama 3.1 8B's, so llama.cpp's recipes mix their types the same way:
+    GQA groups of 4, an output head apart from the embeddings, embeddings plus head ~13 % of the
+    weights (8B: 13 %) and 8 layers (the ``_M`` recipes give more bits to the same share of
+    layers as with 32). The weights are random (normal): it measures the *formats*, not a model.
+    """
+
+    n_layers: int = 8
+    d_model: int = 256
+    d_ff: int = 768
+    n_heads: int = 4
+    n_kv_heads: int = 1
+    vocab_size: int = 1792
+    seed: int = 0
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+MINI_LLAMA = MiniLlamaSpec()
+
+
+def write_mini_llama(path: str | os.PathLike, spec: MiniLlamaSpec = MINI_LLAMA) -> Path:
+    """Write the F16 GGUF of ``spec`` (random weights, no tokenizer) to ``path`` and return it.
+
+    Enough for ``llama_model_quantize``, which reads the architecture and the tensors only; it is
+    not meant to be loaded for generation.
+    """
+    import gguf
+
+    path = Path(path)
+    rng = np.random.default_rng(spec.seed)
+    d, kv = spec.d_model, spec.n_kv_heads * spec.head_dim
+
+    def matrix(rows: int, cols: int) -> np.ndarray:  # numpy (out, in): GGUF stores (in, out)
+        return (rng.standard_normal((rows, cols)) * 0.02).astype(np.float16)
+
+    partial = path.with_name(path.name + ".partial")
+    writer = gguf.GGUFWriter(str(partial), "llama")
+    try:
+        writer.add_name("mini-llama")
+        writer.add_block_count(spec.n_layers)
+        writer.add_context_length(2048)
+        writer.add_embedding_length(d)
+        writer.add_feed_forward_length(spec.d_ff)
+        writer.add_head_count(spec.n_heads)
+        writer.add_head_count_kv(spec.n_kv_heads)
+        writer.add_rope_freq_base(500_000.0)
+        writer.add_layer_norm_rms_eps(1e-5)
+        writer.add_vocab_size(spec.vocab_size)
+        writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+        writer.add_tensor("token_embd.weight", matrix(spec.vocab_size, d))
+        for i in range(spec.n_layers):
+            p = f"blk.{i}."
+            writer.add_tensor(p + "attn_norm.weight", np.ones(d, dtype=np.float32))
+            writer.add_tensor(p + "attn_q.weight", matrix(d, d))
+            writer.add_tensor(p + "attn_k.weight", matrix(kv, d))
+            writer.add_tensor(p + "attn_v.weight", matrix(kv, d))
+            writer.add_tensor(p + "attn_output.weight", matrix(d, d))
+            writer.add_tensor(p + "ffn_norm.weight", np.ones(d, dtype=np.float32))
+            writer.add_tensor(p + "ffn_gate.weight", matrix(spec.d_ff, d))
+            writer.add_tensor(p + "ffn_up.weight", matrix(spec.d_ff, d))
+            writer.add_tensor(p + "ffn_down.weight", matrix(d, spec.d_ff))
+        writer.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
+        writer.add_tensor("output.weight", matrix(spec.vocab_size, d))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def weight_error(reference: str | os.PathLike, quantized: str | os.PathLike) -> float:
+    """Relative RMS error of the weight matrices of ``quantized`` with respect to ``reference``.
+
+    ``sqrt(Σ (q − r)² / Σ r²)`` over every 2-D tensor (norms are never quantized), each read back
+    and dequantized from the file. Both files must have the same tensors; meant for small models
+    (it reads every matrix into memory, one at a time).
+    """
+    err = norm = 0.0
+    for t in _matrices(reference):
+        r = read_tensor(reference, t.name).astype(np.float64)
+        q = read_tensor(quantized, t.name).astype(np.float64)
+        err += float(((q - r) ** 2).sum())
+        norm += float((r**2).sum())
+    return float(np.sqrt(err / norm))

@@ -194,3 +194,48 @@ def test_file_stem():
     assert Q.file_stem("Llama-3.2-standin (tied)") == "llama-3.2-standin-tied"
     assert Q.file_stem("SmolLM2-135M") == "smollm2-135m"
     assert Q.file_stem("¿?") == "modelo"
+
+
+# --------------------------------------------------------------------------- K-quants, for real
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    return Q.write_mini_llama(tmp_path_factory.mktemp("mini") / "mini-f16.gguf")
+
+
+def test_mini_llama_has_llama_31_8b_proportions(mini):
+    sizes = {t.name: t.n_elements for t in Q._tensors(mini)}
+    n = sum(sizes.values())
+    assert 6.9e6 < n < 7.0e6  # "7 millones de pesos"
+    parts = LLAMA_31_8B.param_breakdown()
+    share_8b = (parts["embeddings"] + parts["output head"]) / LLAMA_31_8B.n_params
+    share = (sizes["token_embd.weight"] + sizes["output.weight"]) / n
+    assert share == pytest.approx(share_8b, abs=0.005)  # ~13 %
+    spec = Q.MINI_LLAMA
+    assert spec.n_heads // spec.n_kv_heads == LLAMA_31_8B.gqa_group == 4
+
+
+def test_mini_llama_rows_all_take_k_quants(mini, tmp_path):
+    assert not Q.is_quantized(mini) and Q.file_type(mini) == "F16"
+    assert Q.model_dims(mini) == {"d_model": 256, "d_ff": 768, "kv": 64}
+    q4 = Q.quantize(mini, tmp_path / "q4km.gguf", "Q4_K_M").path
+    assert Q.k_quant_share(q4) == {"previsto": 1.0, "en el archivo": 1.0}
+    # the recipe keeps part of the matrices in Q6_K, as in a published Llama 3.1 8B Q4_K_M
+    assert set(Q.tensor_types(q4)) == {"Q4_K", "Q6_K", "F32"}
+    in_q6k = {t.name for t in Q._tensors(q4) if t.type_name == "Q6_K"}
+    half = {f"blk.{i}.{m}.weight" for i in (0, 3, 6, 7) for m in ("attn_v", "ffn_down")}
+    assert in_q6k == half | {"output.weight"}  # attn_v/ffn_down of half the layers, the head
+    assert Q.bits_per_weight(q4) == pytest.approx(MEM.EFFECTIVE_BPW["Q4_K_M"], abs=0.05)
+
+
+def test_weight_error_measures_the_rounding(mini, tmp_path):
+    assert Q.weight_error(mini, mini) == 0.0
+    q8 = Q.quantize(mini, tmp_path / "q8.gguf", "Q8_0").path
+    q2 = Q.quantize(mini, tmp_path / "q2.gguf", "Q2_K").path
+    e8, e2 = Q.weight_error(mini, q8), Q.weight_error(mini, q2)
+    assert 0 < e8 < 0.01 < 0.1 < e2 < 0.5
+    # the same measure by hand on one matrix: within the whole file's range
+    w, w8 = (Q.read_tensor(p, "blk.0.ffn_down.weight") for p in (mini, q8))
+    one = float(np.sqrt(((w8 - w) ** 2).sum() / (w**2).sum()))
+    assert one == pytest.approx(e8, rel=0.2)
