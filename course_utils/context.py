@@ -48,7 +48,19 @@ def chat_prompt_ids(llm, messages: list[dict]) -> list[int]:
     """
     if not getattr(llm, "chat_format", None):
         raise ValueError("Este modelo no tiene formato de chat (¿es un modelo base?).")
-    result = chat_formatter(llm.chat_format)(messages=messages)
+    if llm.chat_format.startswith("chat_template."):  # the GGUF's own Jinja template
+        from llama_cpp import llama_chat_format
+
+        key = ("tokenizer.chat_template" if llm.chat_format == "chat_template.default"
+               else "tokenizer." + llm.chat_format)
+        text = {i: llm.detokenize([i], special=True).decode("utf-8", "replace") if i >= 0 else ""
+                for i in (llm.token_bos(), llm.token_eos())}
+        formatter = llama_chat_format.Jinja2ChatFormatter(
+            template=llm.metadata[key], eos_token=text[llm.token_eos()],
+            bos_token=text[llm.token_bos()], stop_token_ids=[llm.token_eos()])
+    else:
+        formatter = chat_formatter(llm.chat_format)
+    result = formatter(messages=messages)
     add_bos = not getattr(result, "added_special", False)
     return llm.tokenize(result.prompt.encode("utf-8"), add_bos=add_bos, special=True)
 

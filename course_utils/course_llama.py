@@ -70,9 +70,6 @@ class CourseLlama(Llama):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        #: True when loaded with ``logits_all=True``: ``scores`` then has one row of logits per
-        #: position (what reading the probability of a given continuation needs)
-        self.keeps_all_logits = bool(kwargs.get("logits_all", False))
         _open_models.add(self)
 
     def count_tokens(self, prompt: str | list[int]) -> int:

@@ -38,32 +38,45 @@ def evaluate(llm, rows: list[dict], labels: list[str], system: str | None = None
     return report
 
 
+def _last_logits(llm):
+    """Logits of the last position llama.cpp evaluated (``llama_get_logits_ith(ctx, -1)``)."""
+    import llama_cpp
+    import numpy as np
+
+    pointer = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+    return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).astype(np.float64)
+
+
 def label_logprobs(llm, prompt_ids: list[int], labels: list[str]) -> dict[str, float]:
     """``log P(label | prompt)`` for each label: the sum of its tokens' log-probabilities.
 
     Another way to ask a model for a class, fairer to a model that does not answer in the
     expected format: no generation, no parsing; the label the model finds most likely wins.
-    The prompt is read once; each label is then read after it (the KV cache of the prompt is
-    kept: llama-cpp-python's ``eval`` continues from ``n_tokens``). The model must be loaded
-    with ``logits_all=True`` (``llm.scores`` then has one row of logits per position).
+    The prompt is read once and kept in the KV cache; each label is then read after it, one
+    token at a time (llama-cpp-python's ``eval`` continues from ``n_tokens``, so setting it back
+    to the prompt's length forgets the previous label). Only the last position's logits are
+    computed each time: no need for ``logits_all=True``, which computes the output head at every
+    prompt position.
     """
     import numpy as np
 
-    if not getattr(llm, "keeps_all_logits", True):  # a CourseLlama knows; a plain Llama: try
-        raise ValueError("Para leer la probabilidad de cada etiqueta carga el modelo con "
-                         "logits_all=True: cu.load_llm(..., logits_all=True).")
     llm.reset()
     llm.eval(prompt_ids)
     n = llm.n_tokens
+    first = _last_logits(llm)
     out = {}
     for label in labels:
         ids = llm.tokenize(label.encode("utf-8"), add_bos=False, special=False)
         llm.n_tokens = n  # forget the previous label; the prompt stays in the cache
-        llm.eval(ids)
-        logits = llm.scores[n - 1:n - 1 + len(ids)].astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-        out[label] = float(logp[np.arange(len(ids)), ids].sum())
+        total = 0.0
+        logits = first
+        for k, token in enumerate(ids):
+            top = logits.max()
+            total += float(logits[token] - top - np.log(np.exp(logits - top).sum()))
+            if k + 1 < len(ids):
+                llm.eval([token])
+                logits = _last_logits(llm)
+        out[label] = total
     return out
 
 

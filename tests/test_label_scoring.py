@@ -14,6 +14,12 @@ ROW = {"instruction": "Clasifica el sentimiento de la reseña como POSITIVO, NEG
 
 @pytest.fixture(scope="module")
 def llm():
+    return cu.load_llm(n_ctx=256)
+
+
+@pytest.fixture(scope="module")
+def all_logits():
+    """A second copy that keeps every position's logits: an independent way to read them."""
     return cu.load_llm(n_ctx=256, logits_all=True)
 
 
@@ -32,14 +38,19 @@ def fresh_logprob(llm, prompt, label):
     return float(logp[np.arange(len(ids)), ids].sum())
 
 
-def test_label_logprobs_reuse_the_prompt_and_match_a_fresh_pass(llm):
+def test_label_logprobs_reuse_the_prompt_and_match_a_fresh_pass(llm, all_logits):
     prompt = prompt_ids(llm)
     scores = label_logprobs(llm, prompt, SENTIMENT_LABELS)
     assert set(scores) == set(SENTIMENT_LABELS)
     assert all(s < 0 for s in scores.values())
     # the second and third labels are read after the first was forgotten: same numbers as fresh
     for label in SENTIMENT_LABELS:
-        assert scores[label] == pytest.approx(fresh_logprob(llm, prompt, label), abs=1e-3)
+        # alone, from an empty cache: exactly the same computation
+        alone = label_logprobs(llm, prompt, [label])[label]
+        assert scores[label] == pytest.approx(alone, abs=1e-5)
+        # read another way (prompt and label in one batch, every position's logits kept):
+        # the same up to llama.cpp's batch-size-dependent rounding (~0.03 measured)
+        assert scores[label] == pytest.approx(fresh_logprob(all_logits, prompt, label), abs=0.15)
     # the three labels are different strings: different probabilities
     assert len({round(s, 4) for s in scores.values()}) == 3
 
@@ -57,7 +68,10 @@ def test_evaluate_by_logprob_always_gives_a_label(llm):
     assert all(p in SENTIMENT_LABELS for p in report["predicciones"])
 
 
-def test_needs_logits_all():
-    plain = cu.load_llm(n_ctx=256)
-    with pytest.raises(ValueError, match="logits_all=True"):
-        label_logprobs(plain, prompt_ids(plain), SENTIMENT_LABELS)
+def test_prompt_ids_with_the_ggufs_own_jinja_template(llm):
+    """A file llama-cpp-python does not recognise (chapter 06's export) uses its Jinja template."""
+    plain = cu.load_llm(str(cu.models.bundled_model_path()), n_ctx=256)
+    messages = to_messages(ROW, SENTIMENT_SYSTEM)["messages"][:-1]
+    out = plain.create_chat_completion(messages=messages, max_tokens=1, temperature=0)
+    assert out["usage"]["prompt_tokens"] == len(chat_prompt_ids(plain, messages))
+    assert plain.chat_format == "chat_template.default"
