@@ -54,6 +54,17 @@ class GgufIndex:
                 return t
         raise KeyError(f"El archivo no tiene el tensor {name!r}.")
 
+    def tensor_spans(self) -> dict[str, int]:
+        """Bytes each tensor takes in the file, measured from where the next one starts (the
+        last one: to the end of the file), alignment padding included.
+
+        Unlike :attr:`TensorInfo.n_bytes`, computed from the type's block size, this is read from
+        the file's own offsets: comparing both checks that the blocks are what the format says.
+        """
+        order = sorted(self.tensors, key=lambda t: t.offset)
+        ends = [t.offset for t in order[1:]] + [self.path.stat().st_size]
+        return {t.name: end - t.offset for t, end in zip(order, ends)}
+
     def read_tensor(self, name: str):
         """The values of a small unquantized (F32/F16) tensor, e.g. ``rope_freqs.weight``."""
         import numpy as np

@@ -90,6 +90,22 @@ def bits_per_weight(path: str | os.PathLike) -> float:
     return 8 * sum(int(t.n_bytes) for t in tensors) / sum(int(t.n_elements) for t in tensors)
 
 
+def stored_bits_per_weight(path: str | os.PathLike) -> dict[str, float]:
+    """Bits per weight of each tensor type of a GGUF file, from the bytes the file gives it.
+
+    Measured between the tensors' offsets (alignment padding included: a few bytes per tensor),
+    not computed from the type's block size, so it can be compared with
+    :func:`course_utils.architecture.expected_bits_per_weight`.
+    """
+    spans = _index(path).tensor_spans()
+    stored: Counter = Counter()
+    weights: Counter = Counter()
+    for t in _tensors(path):
+        stored[_type_name(t)] += spans[t.name]
+        weights[_type_name(t)] += int(t.n_elements)
+    return {k: 8 * stored[k] / weights[k] for k in weights}
+
+
 def is_quantized(path: str | os.PathLike) -> bool:
     """True if most weights of the file are in a quantized type (not F32/F16/BF16)."""
     types = tensor_types(path)

@@ -122,6 +122,10 @@ def test_fast_index_reads_what_gguf_reader_reads(tmp_path):
     assert index.fields["tokenizer.ggml.tokens"] == ["<s>", "hola", "␣mundo", "ñ"]
     assert index.read_tensor("rope_freqs.weight").tolist() == [1.0, 2.0, 8.0]
     assert index.tensor("blk.0.attn_q.weight").n_bytes == 68
+    # bytes measured between offsets: the data plus padding up to the 32-byte alignment
+    spans = index.tensor_spans()
+    assert spans["token_embd.weight"] == 64 and spans["rope_freqs.weight"] == 32
+    assert 68 <= spans["blk.0.attn_q.weight"] < 68 + 32
     with pytest.raises(ValueError, match="F32 o F16"):
         index.read_tensor("blk.0.attn_q.weight")
     with pytest.raises(KeyError, match="nada"):

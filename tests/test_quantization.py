@@ -116,6 +116,16 @@ def test_numpy_quantizers():
         Q.absmax_quantize(np.ones(33), 8, block_size=32)
 
 
+def test_stored_bits_per_weight_are_the_block_sizes(f16):
+    from course_utils.architecture import expected_bits_per_weight
+
+    for path in (cu.bundled_model_path(), f16.path):
+        stored = Q.stored_bits_per_weight(path)
+        for kind, bits in stored.items():
+            assert 0 <= bits - expected_bits_per_weight(kind) < 0.01, (path.name, kind)
+    assert set(Q.stored_bits_per_weight(cu.bundled_model_path())) == {"Q4_1", "Q8_0", "F32"}
+
+
 def test_read_tensor(f16):
     w = Q.read_tensor(f16.path, "blk.0.ffn_gate.weight")
     assert w.shape == (1536, 576) and w.dtype == np.float32
