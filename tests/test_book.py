@@ -36,7 +36,8 @@ def test_site_pages_exist(build):
                  "notebooks/02_tokens.html", "notebooks/03_formato_de_prompts.html",
                  "notebooks/04_parametros_de_generacion.html", "notebooks/05_cuantizacion.html",
                  "notebooks/06_fine_tuning_lora.html",
-                 "notebooks/07_rendimiento_y_evaluacion.html"):
+                 "notebooks/07_rendimiento_y_contexto.html",
+                 "notebooks/08_evaluacion_compresion_y_servicio.html"):
         assert (build.html / page).is_file(), page
 
 

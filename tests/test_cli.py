@@ -83,3 +83,16 @@ def test_bench_budget_table_flags_chapters_and_total_over_budget():
     assert lines["01_x.ipynb"].endswith("dentro")
     assert lines["06_y.ipynb"].endswith("FUERA")  # chapter 06's budget is 180 s
     assert "630.0" in lines["TOTAL"] and lines["TOTAL"].endswith("FUERA")
+
+
+def test_bench_budgets_cover_the_eight_chapters():
+    from pathlib import Path
+
+    from course_utils.bench import COURSE_BUDGET, chapter_budget
+
+    notebooks = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+    assert [p.name[:2] for p in notebooks] == [f"{n:02d}" for n in range(1, 9)]
+    assert chapter_budget(Path("07_rendimiento_y_contexto.ipynb")) == 150
+    assert chapter_budget(Path("08_evaluacion_compresion_y_servicio.ipynb")) == 150
+    assert chapter_budget(Path("06_fine_tuning_lora.ipynb")) == 180
+    assert COURSE_BUDGET == 600

@@ -150,3 +150,16 @@ def test_semi_structured_pruning_of_a_model_is_half_zeros_in_the_pattern():
     unstructured = TinyLM()
     C.magnitude_prune(unstructured, 0.5)
     assert not all(C.follows_n_m(m.weight) for _, m in C.prunable_linears(unstructured))
+
+
+def test_distillation_experiment_runs_both_students_on_the_same_data():
+    run = C.distillation_experiment(0.3, sizes=(50, 100), teacher_examples=500, test_examples=200,
+                                    teacher_steps=20, student_steps=10)
+    assert [r["ejemplos"] for r in run.rows] == [50, 100]
+    assert all(0 <= r["solo etiquetas"] <= 1 and 0 <= r["destilado"] <= 1 for r in run.rows)
+    assert run.teacher_parameters > 10 * run.student_parameters > 0
+    again = C.distillation_experiment(0.3, sizes=(50,), teacher_examples=500, test_examples=200,
+                                      teacher_steps=20, student_steps=10)
+    assert again.rows[0] == run.rows[0]  # seeded: the same run twice
+    clean_x, noisy, clean = C.synthetic_task(1000, seed=3, label_noise=0.0)
+    assert torch.equal(noisy, clean)

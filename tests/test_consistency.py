@@ -141,3 +141,28 @@ def test_every_chapter_has_the_course_structure(path):
     solutions = [c for c in nb["cells"] if c["cell_type"] == "code"
                  and "hide-input" in c["metadata"].get("tags", [])]
     assert solutions, "an exercise solution folded with the hide-input tag"
+
+
+def test_the_course_has_eight_chapters_in_the_toc_in_order():
+    """Chapters 01-08, numbered without gaps, listed in _toc.yml in the same order."""
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    listed = [c["file"] for part in toc["parts"] for c in part["chapters"]
+              if c["file"].startswith("notebooks/")]
+    assert listed == [f"notebooks/{nb.stem}" for nb in NOTEBOOKS]
+    assert [nb.name[:2] for nb in NOTEBOOKS] == [f"{n:02d}" for n in range(1, 9)]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_exercise_self_checks_exist_and_solutions_fold_in_jupyter(path):
+    """Every cu.exercises.check("name", ...) names a registered check; every solution folded on
+    the site (hide-input) is folded in JupyterLab and Colab too (source_hidden)."""
+    from course_utils import exercises
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    code = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    names = {m for src in code for m in re.findall(r"exercises\.check\(\s*[\"']([^\"']+)", src)}
+    assert names, "no exercise self-check"
+    assert names <= set(exercises._CHECKS), names - set(exercises._CHECKS)
+    for cell in nb["cells"]:
+        if "hide-input" in cell["metadata"].get("tags", []):
+            assert cell["metadata"].get("jupyter", {}).get("source_hidden") is True, cell["id"]
