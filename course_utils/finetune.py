@@ -30,7 +30,7 @@ from .hardware import HardwareInfo, detect_hardware
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 #: The file in which chapter 06 keeps the fine-tune (Q8_0) of the *bundled* model, so that chapter
-#: 07 can evaluate it. A fine-tune of another base model gets its own name
+#: 08 can evaluate it. A fine-tune of another base model gets its own name
 #: (:func:`finetuned_file_name`): one model's fine-tune never overwrites another's.
 FINETUNED_FILE = "smollm2-135m-sentimiento-lora.Q8_0.gguf"
 FINETUNED_SUFFIX = "-sentimiento-lora.Q8_0.gguf"

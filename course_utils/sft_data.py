@@ -170,7 +170,7 @@ def split_dataset(rows: list[dict], test_fraction: float = 0.2, seed: int = 0,
     return train, test
 
 
-#: The labels and system prompt of the course's sentiment task (chapters 06 and 07).
+#: The labels and system prompt of the course's sentiment task (chapters 06 and 08).
 SENTIMENT_LABELS = ["POSITIVO", "NEGATIVO", "NEUTRAL"]
 SENTIMENT_SYSTEM = "Eres un clasificador de reseñas."
 

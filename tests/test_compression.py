@@ -1,4 +1,4 @@
-"""Pruning and distillation helpers (chapter 07), on tiny torch models."""
+"""Pruning and distillation helpers (chapter 08), on tiny torch models."""
 
 import pytest
 import torch

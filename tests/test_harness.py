@@ -1,4 +1,4 @@
-"""The evaluation harness (chapter 07): quality, latency and speed from one run."""
+"""The evaluation harness (chapter 08): quality, latency and speed from one run."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible local server (chapter 07): loopback only, always stopped."""
+"""The OpenAI-compatible local server (chapter 08): loopback only, always stopped."""
 
 import json
 import os
