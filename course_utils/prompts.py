@@ -224,3 +224,110 @@ class Conversation:
         self.turns.append(Turn(content, answer, out["usage"]["prompt_tokens"],
                                out["usage"]["completion_tokens"], out["choices"][0]["finish_reason"]))
         return answer
+
+
+# --------------------------------------------------------------------------- one question, one reply
+
+@dataclass(frozen=True)
+class Reply:
+    """What one chat call returned: the text, why it stopped and what it cost in tokens."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+
+
+def response_text(response_or_choice: dict) -> str:
+    """The generated text of a ``create_completion`` or ``create_chat_completion`` answer.
+
+    Accepts the whole response or one of its ``choices``: completions keep the text in
+    ``choice["text"]``, chat completions in ``choice["message"]["content"]`` (``None`` becomes "").
+    """
+    choice = response_or_choice
+    if "choices" in choice:
+        choice = choice["choices"][0]
+    if "text" in choice:
+        return choice["text"] or ""
+    if "message" in choice:
+        return choice["message"].get("content") or ""
+    raise ValueError("No reconozco esta respuesta: esperaba la de create_completion o la de "
+                     "create_chat_completion (o uno de sus 'choices').")
+
+
+def ask(llm, content: str, *, system: str | None = None, **params) -> Reply:
+    """Send one user message (after an optional ``system`` message) with the model's chat
+    template and return the :class:`Reply`.
+
+    ``params`` go unchanged to ``create_chat_completion`` (no defaults of its own: without
+    ``temperature`` it samples at the library's 0.2).
+    """
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": content})
+    out = llm.create_chat_completion(messages=validate_messages(messages), **params)
+    return Reply(response_text(out), out["choices"][0]["finish_reason"],
+                 out["usage"]["prompt_tokens"], out["usage"]["completion_tokens"])
+
+
+def mentions(text: str, answers: str | list[str]) -> bool:
+    """True if any of ``answers`` appears in ``text`` as whole words (case and accents ignored).
+
+    ``mentions("It has 14 legs", ["four", "4"])`` is False: "4" inside "14" is not the word 4,
+    as it would be for a substring test or ``re.search("four|4", ...)``.
+    """
+    if isinstance(answers, str):
+        answers = [answers]
+    folded = _fold(text)
+    return any(re.search(rf"(?<!\w){re.escape(_fold(a))}(?!\w)", folded) for a in answers)
+
+
+# --------------------------------------------------------------------------- BOS and control tokens
+
+def adds_bos(llm) -> bool:
+    """True if ``llm.tokenize(..., add_bos=True)`` prepends a BOS token for this model.
+
+    Llama 3 GGUFs ask for it (``tokenizer.ggml.add_bos_token = true``); SmolLM2's does not.
+    """
+    probe = b"Hola"
+    return (len(llm.tokenize(probe, add_bos=True, special=True))
+            > len(llm.tokenize(probe, add_bos=False, special=True)))
+
+
+def prompt_ids(llm, text: str) -> list[int]:
+    """Token ids of a complete prompt text, as the model must read it: markers as control tokens
+    and one BOS at most.
+
+    A prompt built with its BOS text (``llama3_prompt(...)``, a rendered chat template) already
+    has it: the tokenizer must not add another (``add_bos=False``); a plain text gets the BOS
+    the model asks for.
+    """
+    bos = llm.token_bos()
+    ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+    if bos != -1 and adds_bos(llm) and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    return ids
+
+
+def _is_control(llm, token_id: int) -> bool:
+    # llama.cpp renders control tokens as text only when asked for special tokens
+    return (llm.detokenize([token_id], special=False) == b""
+            and llm.detokenize([token_id], special=True) != b"")
+
+
+def control_tokens(llm, text: str) -> list[int]:
+    """The control tokens (``<|eot_id|>``, ``<|im_end|>``...) that ``text`` becomes when it is
+    tokenized as ``create_completion`` and ``create_chat_completion`` do (``special=True``)."""
+    ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+    return [i for i in ids if _is_control(llm, i)]
+
+
+def strip_control_tokens(llm, text: str) -> str:
+    """``text`` without the markers that would become control tokens, so that what a user types
+    cannot close a turn or open a new one. Repeated until none is left (removing one marker must
+    not create another: ``<|eo<|eot_id|>t_id|>``)."""
+    while True:
+        found = control_tokens(llm, text)
+        if not found:
+            return text
+        for token_id in dict.fromkeys(found):
+            text = text.replace(llm.detokenize([token_id], special=True).decode("utf-8", "replace"), "")
