@@ -71,9 +71,12 @@ class Report:
         ttft = [o.ttft for o in self.outcomes]
         gen_time = sum(o.seconds - o.ttft for o in self.outcomes)
         gen_tokens = sum(max(0, o.tokens - 1) for o in self.outcomes)
+        low, high = q["accuracy_ci"]  # bootstrap over the test items
         return {
             "modelo": self.model,
             "exactitud": q["accuracy"],
+            "IC 95 % mín.": low,
+            "IC 95 % máx.": high,
             "F1 macro": q["macro_f1"],
             "sin etiqueta": q["sin etiqueta"],
             "TTFT p50 (ms)": 1000 * percentile(ttft, 50),

@@ -54,6 +54,7 @@ def test_run_task_scores_and_times_every_item():
     summary = report.summary()
     assert summary["modelo"] == "falso"
     assert summary["exactitud"] == 0.5 and summary["sin etiqueta"] == 1
+    assert 0 <= summary["IC 95 % mín."] <= 0.5 <= summary["IC 95 % máx."] <= 1
     assert all(0 <= o.ttft <= o.seconds for o in report.outcomes)
     assert summary["latencia p95 (ms)"] >= summary["latencia p50 (ms)"] >= 0
     assert [o.tokens for o in report.outcomes] == [3, 6, 3, 2]
