@@ -137,6 +137,25 @@ def _lora_qv_r8(answer) -> tuple[bool, str]:
     return False, "No es correcto. Pista: r × (d_in + d_out) por matriz, por capa."
 
 
+@_register("lora_adapter_8b_mb")
+def _lora_adapter_8b_mb(answer) -> tuple[bool, str]:
+    """MB (10**6 bytes) of Llama 3.1 8B's LoRA adapter, r=16 on the 7 projections, in float32."""
+    from .finetune import lora_parameters
+
+    params = lora_parameters(LLAMA_31_8B, 16)
+    right = params * 4 / 1e6
+    value = float(answer)
+    if abs(value - right) <= 0.01 * right:
+        return True, ("Correcto: alrededor del 1 % de los ~16 000 MB del modelo en 16 bits; un "
+                      "adaptador por tarea cabe en cualquier parte.")
+    if abs(value - params / 1e6) <= 0.01 * params / 1e6:
+        return False, "Eso son millones de parámetros; en float32 cada uno ocupa 4 bytes."
+    if abs(value - params * 2 / 1e6) <= 0.01 * right:
+        return False, "Eso sería en 16 bits; save_pretrained guarda aquí float32 (4 bytes)."
+    return False, ("No es correcto (¿r=16?). Pista: por capa y matriz, r × (d_in + d_out); 32 capas; "
+                   "K y V salen de 4 096 a 1 024 (GQA), gate y up a 14 336.")
+
+
 #: Chapter 7's first exercise: Llama 3.1 8B in Q4_K_M on a machine whose memory gives 50 GB/s.
 CH07_BANDWIDTH_GBS = 50.0
 #: Its file (published size) and its token-embedding matrix (128 256 × 4 096 in Q4_K: 4.5 bits

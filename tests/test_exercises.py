@@ -67,6 +67,16 @@ def test_lora_exercise(capsys):
     assert "30 capas" in capsys.readouterr().out
 
 
+def test_lora_adapter_exercise(capsys):
+    # q, o: 4096->4096; k, v: 4096->1024; gate, up: 4096->14336; down: 14336->4096
+    per_layer = 16 * (2 * 8192 + 2 * 5120 + 3 * 18432)
+    right = 32 * per_layer * 4 / 1e6
+    assert exercises.check("lora_adapter_8b_mb", right) is True
+    assert exercises.check("lora_adapter_8b_mb", right / 4) is False
+    assert "4 bytes" in capsys.readouterr().out
+    assert exercises.check("lora_adapter_8b_mb", right / 2) is False
+
+
 def test_ceiling_exercise(capsys):
     from course_utils.architecture import LLAMA_31_8B
 
