@@ -9,20 +9,15 @@ SmolLM2 or any Llama 3.x). Llama 3.1+ files also store the "llama3" RoPE scaling
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models import validate_gguf
+from .gguf_reader import GgufFile, read_gguf
 
 
 # --------------------------------------------------------------------------- reading a GGUF
-
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-            10: "<Q", 11: "<q", 12: "<d"}
-_NUMPY = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: "<f4", 7: "?",
-          10: "<u8", 11: "<i8", 12: "<f8"}
-_STRING, _ARRAY = 8, 9
 
 
 @dataclass(frozen=True)
@@ -39,14 +34,15 @@ class TensorInfo:
 
 @dataclass(frozen=True)
 class GgufIndex:
-    """The metadata and the tensor index of a GGUF file."""
+    """The metadata and the tensor index of a GGUF file (a view of :class:`GgufFile`)."""
 
     path: Path
     version: int
-    fields: dict  #: key -> value (arrays of strings as lists, numeric arrays as numpy arrays)
+    fields: dict  #: key -> value (arrays as lists)
     field_bytes: dict  #: key -> bytes the key/value pair takes in the file
     tensors: tuple[TensorInfo, ...]
     data_offset: int  #: where the tensor data starts (aligned)
+    raw: GgufFile  #: what the reader read, shared with ``memory_guard.read_gguf_header``
 
     def tensor(self, name: str) -> TensorInfo:
         for t in self.tensors:
@@ -61,9 +57,7 @@ class GgufIndex:
         Unlike :attr:`TensorInfo.n_bytes`, computed from the type's block size, this is read from
         the file's own offsets: comparing both checks that the blocks are what the format says.
         """
-        order = sorted(self.tensors, key=lambda t: t.offset)
-        ends = [t.offset for t in order[1:]] + [self.path.stat().st_size]
-        return {t.name: end - t.offset for t, end in zip(order, ends)}
+        return self.raw.tensor_spans()
 
     def read_tensor(self, name: str):
         """The values of a small unquantized (F32/F16) tensor, e.g. ``rope_freqs.weight``."""
@@ -78,88 +72,22 @@ class GgufIndex:
             return np.frombuffer(f.read(t.n_bytes), dtype=dtype).reshape(t.shape[::-1])
 
 
-def _read_index(path: Path) -> GgufIndex:
-    import mmap
-    import struct
-
-    import gguf
-    import numpy as np
-
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if buf[:4] != b"GGUF":
-            raise ValueError(f"{path.name} no empieza por los bytes GGUF.")
-        version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
-        pos = 24
-
-        def string() -> str:
-            nonlocal pos
-            (n,) = struct.unpack_from("<Q", buf, pos)
-            pos += 8 + n
-            return buf[pos - n:pos].decode("utf-8", errors="replace")
-
-        def value(kind: int):
-            nonlocal pos
-            if kind == _STRING:
-                return string()
-            if kind == _ARRAY:
-                item, count = struct.unpack_from("<IQ", buf, pos)
-                pos += 12
-                if item == _STRING:
-                    return [string() for _ in range(count)]
-                if item == _ARRAY:
-                    return [value(_ARRAY) for _ in range(count)]
-                dtype = np.dtype(_NUMPY[item])
-                out = np.frombuffer(buf, dtype=dtype, count=count, offset=pos).copy()
-                pos += dtype.itemsize * count
-                return out
-            fmt = _SCALARS[kind]
-            (out,) = struct.unpack_from(fmt, buf, pos)
-            pos += struct.calcsize(fmt)
-            return out
-
-        fields, field_bytes = {}, {}
-        for _ in range(n_kv):
-            start = pos
-            key = string()
-            (kind,) = struct.unpack_from("<I", buf, pos)
-            pos += 4
-            fields[key] = value(kind)
-            field_bytes[key] = pos - start
-        infos = []
-        for _ in range(n_tensors):
-            name = string()
-            (n_dims,) = struct.unpack_from("<I", buf, pos)
-            shape = struct.unpack_from(f"<{n_dims}Q", buf, pos + 4)
-            kind, offset = struct.unpack_from("<IQ", buf, pos + 4 + 8 * n_dims)
-            pos += 4 + 8 * n_dims + 12
-            infos.append((name, tuple(int(d) for d in shape), kind, offset))
-        alignment = int(fields.get("general.alignment", 32))
-        data_offset = pos + (-pos) % alignment
-    tensors = []
-    for name, shape, kind, offset in infos:
-        qtype = gguf.GGMLQuantizationType(kind)
-        block, size = gguf.GGML_QUANT_SIZES[qtype]
-        n = int(np.prod(shape))
-        tensors.append(TensorInfo(name, shape, qtype.name, n, n // block * size, data_offset + offset))
-    return GgufIndex(path, int(version), fields, field_bytes, tuple(tensors), data_offset)
-
-
-_INDEX_CACHE: dict = {}
+@functools.lru_cache(maxsize=32)
+def _index_of(raw: GgufFile) -> GgufIndex:
+    tensors = tuple(TensorInfo(t.name, t.dims, t.type_name, t.n_elements, t.n_bytes, t.offset)
+                    for t in raw.tensors)
+    return GgufIndex(raw.path, raw.version, raw.fields, raw.field_bytes, tensors,
+                     raw.data_offset, raw)
 
 
 def read_gguf_index(path: str | os.PathLike) -> GgufIndex:
     """Read a GGUF's metadata and tensor index (not the weights), in well under a second.
 
     Same information as ``gguf.GGUFReader``, which parses every vocabulary entry into numpy
-    objects and takes tens of seconds on a 128 256-token Llama 3 file. Cached per file version.
+    objects and takes tens of seconds on a 128 256-token Llama 3 file. Read by
+    :func:`course_utils.gguf_reader.read_gguf` and cached per file version.
     """
-    path = validate_gguf(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _INDEX_CACHE:
-        _INDEX_CACHE.clear()  # one file at a time is what the chapters need
-        _INDEX_CACHE[key] = _read_index(path)
-    return _INDEX_CACHE[key]
+    return _index_of(read_gguf(path))
 
 
 @dataclass(frozen=True)
@@ -280,7 +208,7 @@ class GgufLayout:
     metadata_bytes: int  #: the key/value metadata alone
     tokenizer_bytes: int  #: the ``tokenizer.*`` keys (vocabulary, merges, template...)
     tensor_bytes: int  #: the weights
-    padding_bytes: int  #: alignment between tensors
+    padding_bytes: int  #: alignment between tensors, measured from the tensors' offsets
 
     @property
     def weight_share(self) -> float:
@@ -291,15 +219,15 @@ def gguf_layout(path: str | os.PathLike) -> GgufLayout:
     """Measure a GGUF: header (metadata + tensor index), weights and alignment padding."""
     index = read_gguf_index(path)
     tensor_bytes = sum(t.n_bytes for t in index.tensors)
-    file_bytes = index.path.stat().st_size
+    spans = index.tensor_spans()
     sizes = index.field_bytes
     return GgufLayout(
-        file_bytes=file_bytes,
+        file_bytes=index.raw.file_size,
         header_bytes=index.data_offset,
         metadata_bytes=sum(sizes.values()),
         tokenizer_bytes=sum(n for k, n in sizes.items() if k.startswith("tokenizer.")),
         tensor_bytes=tensor_bytes,
-        padding_bytes=file_bytes - index.data_offset - tensor_bytes,
+        padding_bytes=sum(spans[t.name] - t.n_bytes for t in index.tensors),
     )
 
 

@@ -14,23 +14,23 @@ record (:func:`course_utils.detect_hardware`) and raise :class:`InsufficientMemo
 ``CourseError`` and a ``MemoryError``) with the numbers and the way out, before anything is loaded.
 ``COURSE_SKIP_MEMORY_CHECK=1`` turns the check off for a learner who knows better (swap).
 
-The numbers come from the GGUF header, read by :func:`read_gguf_header`: a small reader of the
-format that takes well under a second on a Llama 3 file (``gguf.GGUFReader`` builds one numpy
-view per token and takes tens of seconds on Llama 3's 128 256 tokens and 280 000 merges).
+The numbers come from the GGUF header, read by :func:`read_gguf_header`: a view of the course's
+one reader (:mod:`course_utils.gguf_reader`), which takes well under a second on a Llama 3 file
+(``gguf.GGUFReader`` builds one numpy view per token and takes tens of seconds on Llama 3's
+128 256 tokens and 280 000 merges).
 """
 
 from __future__ import annotations
 
 import functools
-import mmap
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CourseError
+from .gguf_reader import read_gguf
 from .hardware import GIB, HardwareInfo, detect_hardware
 
 ENV_SKIP = "COURSE_SKIP_MEMORY_CHECK"
@@ -39,13 +39,6 @@ TORCH_OVERHEAD = int(0.75 * GIB)
 #: llama.cpp's compute buffers and the Python process around it (small models need less).
 LLAMA_CPP_OVERHEAD = int(0.25 * GIB)
 TORCH_BYTES_PER_PARAM = 4  #: float32, what load_torch_from_gguf builds
-
-# GGUF value types (gguf-py's GGUFValueType)
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?",
-            10: "<Q", 11: "<q", 12: "<d"}
-_NUMPY = {0: np.uint8, 1: np.int8, 2: np.uint16, 3: np.int16, 4: np.uint32, 5: np.int32,
-          6: np.float32, 7: np.bool_, 10: np.uint64, 11: np.int64, 12: np.float64}
-STRING, ARRAY = 8, 9
 
 
 class InsufficientMemoryError(CourseError, MemoryError):
@@ -136,39 +129,11 @@ class GGUFHeader:
         return 2 * n_layers * n_kv * head_dim * n_ctx * bytes_per_value
 
 
-class _Cursor:
-    def __init__(self, buf):
-        self.buf, self.pos = buf, 0
-
-    def scalar(self, fmt: str):
-        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
-        self.pos += struct.calcsize(fmt)
-        return value
-
-    def string(self) -> str:
-        n = struct.unpack_from("<Q", self.buf, self.pos)[0]
-        start = self.pos + 8
-        self.pos = start + n
-        return bytes(self.buf[start:start + n]).decode("utf-8", errors="replace")
-
-    def value(self, vtype: int):
-        if vtype == STRING:
-            return self.string()
-        if vtype == ARRAY:
-            item, count = self.scalar("<I"), self.scalar("<Q")
-            if item == STRING:
-                return [self.string() for _ in range(count)]
-            if item in _NUMPY:
-                dtype = np.dtype(_NUMPY[item])
-                values = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos).copy()
-                self.pos += dtype.itemsize * count
-                return values.tolist()
-            return [self.value(item) for _ in range(count)]  # arrays of arrays
-        return self.scalar(_SCALARS[vtype])
-
-
 def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
-    """Read a GGUF file's metadata and tensor table (cached per file, size and modification time)."""
+    """Read a GGUF file's metadata and tensor table (cached per file, size and modification time).
+
+    A file cut short raises :class:`course_utils.gguf_reader.GgufReadError` (a ``CourseError``).
+    """
     from .models import validate_gguf
 
     p = validate_gguf(path)
@@ -178,34 +143,13 @@ def read_gguf_header(path: str | os.PathLike) -> GGUFHeader:
 
 @functools.lru_cache(maxsize=16)
 def _read_header(path: str, size: int, mtime_ns: int) -> GGUFHeader:
-    del mtime_ns  # part of the cache key only
-    with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        cur = _Cursor(memoryview(mm))
-        try:
-            cur.pos = 4
-            version = cur.scalar("<I")
-            n_tensors, n_kv = cur.scalar("<Q"), cur.scalar("<Q")
-            header = GGUFHeader(path=Path(path), version=version, file_size=size)
-            for _ in range(n_kv):
-                key = cur.string()
-                vtype = cur.scalar("<I")
-                item = struct.unpack_from("<I", cur.buf, cur.pos)[0] if vtype == ARRAY else None
-                header.fields[key] = cur.value(vtype)
-                header.types[key] = (vtype, item)
-            infos = []
-            for _ in range(n_tensors):
-                name = cur.string()
-                n_dims = cur.scalar("<I")
-                dims = [cur.scalar("<Q") for _ in range(n_dims)]
-                infos.append((name, tuple(reversed(dims)), cur.scalar("<I"), cur.scalar("<Q")))
-            alignment = int(header.fields.get("general.alignment", 32))
-            data_start = -(-cur.pos // alignment) * alignment
-        except (struct.error, ValueError, KeyError) as exc:
-            raise CourseError(f"No puedo leer la cabecera GGUF de '{path}' ({exc}): ¿archivo "
-                              "incompleto? Vuelve a descargarlo.") from exc
-        finally:
-            cur.buf.release()
-    header.tensors = {name: TensorInfo(name, shape, t, data_start + off) for name, shape, t, off in infos}
+    del size, mtime_ns  # part of the cache key only (read_gguf checks them again)
+    raw = read_gguf(path)
+    header = GGUFHeader(path=raw.path, version=raw.version, file_size=raw.file_size,
+                        fields=raw.fields, types=raw.types)
+    # numpy order (rows first): the reverse of GGUF's dimensions
+    header.tensors = {t.name: TensorInfo(t.name, tuple(reversed(t.dims)), t.ggml_type, t.offset)
+                      for t in raw.tensors}
     return header
 
 

@@ -8,7 +8,6 @@ leaves a partial file behind. ``perplexity`` and ``compare_logprobs`` measure qu
 from __future__ import annotations
 
 import ctypes
-import functools
 import os
 import time
 from collections import Counter
@@ -51,19 +50,12 @@ def _index(path: str | os.PathLike):
     """Metadata and tensor index of a GGUF file (no weights), cached per file version.
 
     ``gguf.GGUFReader`` parses every token of the vocabulary into numpy objects: tens of seconds
-    for Llama 3's 128 256 tokens and 280 000 merges. ``read_gguf_index`` takes about a second, and
-    this chapter reads each of its files several times.
+    for Llama 3's 128 256 tokens and 280 000 merges. ``read_gguf_index`` (the course's one reader,
+    :mod:`course_utils.gguf_reader`) takes about a second and keeps the files this chapter reads
+    several times.
     """
-    path = validate_gguf(path)
-    stat = path.stat()
-    return _cached_index(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=32)
-def _cached_index(path: str, size: int, mtime_ns: int):
     from .architecture import read_gguf_index
 
-    del size, mtime_ns  # part of the cache key only
     return read_gguf_index(path)
 
 
