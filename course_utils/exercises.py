@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .architecture import LLAMA_31_8B
+from .architecture import LLAMA_31_8B, ArchSpec
 
 GIB = 1024**3
 _CHECKS: dict[str, Callable[[object], tuple[bool, str]]] = {}
@@ -29,7 +29,7 @@ def _kv_cache_8b_8k(answer) -> tuple[bool, str]:
     right = LLAMA_31_8B.kv_cache_bytes(8192)
     value = float(answer)
     if abs(value - right) <= 0.01 * right:
-        return True, f"Correcto: {right:,} bytes = {right / GIB:.2f} GiB."
+        return True, "Correcto: K y V, en cada capa, para cada cabeza K/V y cada token."
     if abs(value - right / GIB) < 0.01:
         return False, "Tu número está en GiB; la pregunta pide bytes (multiplica por 1024**3)."
     if abs(value - right / 2) <= 0.01 * right:
@@ -39,6 +39,37 @@ def _kv_cache_8b_8k(answer) -> tuple[bool, str]:
                        "(llama.attention.head_count_kv).")
     return False, ("No es correcto. Pista: 2 (K y V) × capas × cabezas KV × dim. por cabeza × "
                    "n_ctx × 2 bytes (f16).")
+
+
+#: Chapter 1's second exercise: Llama 3.2 1B as published by Meta (its config.json).
+CH01_LLAMA_32_1B = ArchSpec(
+    name="Llama 3.2 1B", n_layers=16, d_model=2048, n_heads=32, n_kv_heads=8, d_ff=8192,
+    vocab_size=128256, context_length=131072, rope_theta=500000.0, norm_eps=1e-5,
+    tied_embeddings=True, rope_scaling="llama3", rope_scaling_factor=32.0,
+)
+
+
+@_register("params_llama32_1b")
+def _params_llama32_1b(answer) -> tuple[bool, str]:
+    """Parameters of Llama 3.2 1B (:data:`CH01_LLAMA_32_1B`) counted with the chapter's formula."""
+    spec = CH01_LLAMA_32_1B
+    parts = spec.param_breakdown()
+    right, value = spec.n_params, int(answer)
+    d, kv = spec.d_model, spec.n_kv_heads * spec.head_dim
+    if value == right:
+        return True, "Correcto: la fórmula da el tamaño que publica Meta para Llama 3.2 1B."
+    if value == right + spec.vocab_size * d:
+        return False, ("Sumaste una proyección de salida aparte: Llama 3.2 1B la comparte con los "
+                       "embeddings (no tiene output.weight).")
+    if value == right + spec.n_layers * 2 * d * (d - kv):
+        return False, (f"K y V no son {d}×{d}: con GQA salen a {spec.n_kv_heads} cabezas K/V × "
+                       f"{spec.head_dim} = {kv}.")
+    if value == right - spec.n_layers * d * spec.d_ff:
+        return False, "La MLP SwiGLU tiene tres matrices (gate, up y down), no dos."
+    if value == right - parts["rmsnorm"]:
+        return False, "Casi: faltan los vectores de RMSNorm (dos por capa y uno final)."
+    return False, ("No es correcto. Pista: embeddings (vocabulario × d) + por capa: Q y O (d × d), "
+                   "K y V (d × 512), tres matrices MLP (d × 8 192) y dos RMSNorm (d) + la final.")
 
 
 @_register("llama3_digits")
@@ -109,14 +140,36 @@ def _mem_70b_q4_32k(answer) -> tuple[bool, str]:
 
     est = estimate_memory(LLAMA_31_70B, "Q4_K_M", n_ctx=32768)
     right, value = est.total / GB, float(answer)
-    fits = "sí cabe" if right <= 48 else "no cabe"
     if abs(value - right) <= 0.02 * right:
-        return True, f"Correcto: ≈ {right:.1f} GB; en una GPU de 48 GB {fits} (por poco)."
+        return True, "Correcto: pesos + KV cache de 32 K tokens + extra. Compáralo con los 48 GB."
     if abs(value - est.weights / GB) <= 0.02 * right:
         return False, "Solo contaste los pesos: suma la KV cache de 32 K tokens y el extra."
     if abs(value - est.total / 1024**3) <= 0.02 * right:
         return False, "Tu número está en GiB; la pregunta pide GB (10^9 bytes)."
     return False, "No es correcto. Usa estimate_memory(LLAMA_31_70B, 'Q4_K_M', n_ctx=32768).total."
+
+
+@_register("q3_k_bits")
+def _q3_k_bits(answer) -> tuple[bool, str]:
+    """Bits per weight of Q3_K: 256 weights × 3 bits + 16 scales × 6 bits + one 16-bit scale."""
+    from .architecture import expected_bits_per_weight
+
+    right, value = expected_bits_per_weight("Q3_K"), float(answer)
+    if abs(value - right) < 1e-3:
+        return True, ("Correcto: 3 bits por peso más lo que cuestan sus escalas, igual que la "
+                      "definición de llama.cpp (gguf.GGML_QUANT_SIZES).")
+    hints = {
+        3.0: "Solo contaste los 3 bits de cada peso: faltan las escalas.",
+        (256 * 3 + 16) / 256: "Te faltan las 16 escalas de 6 bits, una por sub-bloque de 16 pesos.",
+        (256 * 3 + 16 * 6) / 256: "Te falta la escala de 16 bits del super-bloque.",
+        right * 256 / 8: "Eso son bytes por super-bloque: pásalos a bits y divide entre 256 pesos.",
+        right * 256: "Eso son bits por super-bloque: divide entre sus 256 pesos.",
+    }
+    for wrong, hint in hints.items():
+        if abs(value - wrong) < 1e-3:
+            return False, hint
+    return False, ("No es correcto. Pista: suma los bits de un super-bloque (pesos, escalas de "
+                   "los sub-bloques y la escala del super-bloque) y divide entre 256.")
 
 
 @_register("lora_qv_r8")

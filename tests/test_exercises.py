@@ -122,3 +122,43 @@ def test_correct_verdicts_do_not_print_the_answer(capsys):
                                 ("ceiling_8b_q4", 10.81, "10.")]:
         assert exercises.check(name, answer) is True
         assert shown not in capsys.readouterr().out
+
+
+def test_params_llama32_1b_exercise(capsys):
+    spec = exercises.CH01_LLAMA_32_1B
+    right = spec.n_params
+    assert right == 1_235_814_400  # Meta publishes 1.24 B (1.23 B on the model card's table)
+    assert exercises.check("params_llama32_1b", right) is True
+    out = capsys.readouterr().out
+    assert "Correcto" in out and f"{right:,}" not in out  # the solution's output gives nothing away
+    for wrong, hint in [
+        (right + 128_256 * 2048, "comparte"),  # a separate output head
+        (right + 16 * 2 * 2048 * (2048 - 512), "GQA"),  # K and V as d × d
+        (right - 16 * 2048 * 8192, "tres matrices"),
+        (right - (16 * 2 * 2048 + 2048), "RMSNorm"),
+        (12345, "Pista"),
+    ]:
+        assert exercises.check("params_llama32_1b", wrong) is False
+        assert hint in capsys.readouterr().out
+
+
+def test_q3_k_bits_exercise(capsys):
+    assert exercises.check("q3_k_bits", (256 * 3 + 16 * 6 + 16) / 256) is True
+    out = capsys.readouterr().out
+    assert "Correcto" in out and "3.4375" not in out and "3,4375" not in out
+    for wrong, hint in [(3, "escalas"), (3.0625, "16 escalas"), (3.375, "super-bloque"),
+                        (110, "bytes"), (880, "bits por super-bloque"), (4.5, "Pista")]:
+        assert exercises.check("q3_k_bits", wrong) is False
+        assert hint in capsys.readouterr().out
+
+
+def test_chapter_01_and_05_successes_do_not_print_the_answer(capsys):
+    from course_utils import memory as mem
+    from course_utils.architecture import LLAMA_31_8B
+
+    assert exercises.check("kv_cache_8b_8k", LLAMA_31_8B.kv_cache_bytes(8192)) is True
+    est = mem.estimate_memory(mem.LLAMA_31_70B, "Q4_K_M", n_ctx=32768)
+    assert exercises.check("mem_70b_q4_32k", est.total / mem.GB) is True
+    out = capsys.readouterr().out
+    assert "8,589,934,592" not in out and "GiB" not in out
+    assert f"{est.total / mem.GB:.1f}" not in out and "cabe " not in out
