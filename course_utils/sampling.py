@@ -110,20 +110,36 @@ def prompt_tokens(llm, prompt: str, chat: bool = True) -> list[int]:
     return llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
 
+class LogitsNotKeptError(ValueError):
+    """The model was loaded without ``logits_all=True``: llama-cpp-python keeps no logits."""
+
+
 def next_token_logits(llm, prompt: str, chat: bool = True) -> np.ndarray:
     """Raw logits of the token that comes after ``prompt``.
 
     With ``chat=True`` the prompt is wrapped in the model's chat template as a user message, so
-    this is the distribution of the *first token of the answer*. The KV cache is reset before and
-    after, so later generations are not affected.
+    this is the distribution of the *first token of the answer*. Public llama-cpp-python API
+    only: the model must be loaded with ``logits_all=True`` (as for ``logprobs``), so that
+    ``llm.eval`` keeps one row of logits per evaluated token in ``llm.scores``. The KV cache is
+    reset before and after, so later generations are not affected.
     """
     tokens = prompt_tokens(llm, prompt, chat)
+    row = len(tokens) - 1
+    if llm.scores.shape[0] < len(tokens):
+        raise LogitsNotKeptError(_NO_LOGITS.format(n=len(tokens)))
     llm.reset()
+    llm.scores[row, :] = np.nan  # without logits_all, eval() leaves this row untouched
     llm.eval(tokens)
-    ptr = llm._ctx.get_logits_ith(-1)  # logits of the last evaluated token
-    logits = np.ctypeslib.as_array(ptr, shape=(llm.n_vocab(),)).astype(np.float64)
+    logits = llm.scores[row, :].astype(np.float64)  # row i: what comes after token i
     llm.reset()
+    if np.isnan(logits).any():
+        raise LogitsNotKeptError(_NO_LOGITS.format(n=len(tokens)))
     return logits
+
+
+_NO_LOGITS = ("Para leer los logits, carga el modelo con logits_all=True, por ejemplo "
+              "cu.load_llm(n_ctx=1024, logits_all=True): sin esa opción llama-cpp-python no guarda "
+              "los logits de cada token evaluado (el prompt ocupa {n} tokens).")
 
 
 def top_candidates(llm, dist_or_probs, k: int = 10) -> list[tuple[int, str, float]]:
@@ -146,7 +162,12 @@ def sample_next_token(llm, prompt: str, *, seed: int, chat: bool = True, tempera
     The prompt stays in the KV cache (as after ``create_completion``), so the next draw after the
     same prompt only re-evaluates its last token.
     """
-    tokens = prompt_tokens(llm, prompt, chat)
+    return _draw(llm, prompt_tokens(llm, prompt, chat), seed, top_k=top_k, top_p=top_p,
+                 min_p=min_p, temperature=temperature)
+
+
+def _draw(llm, tokens: list[int], seed: int, *, top_k: int = 40, top_p: float = 0.95,
+          min_p: float = 0.05, temperature: float = 0.8) -> int:
     llm.set_seed(seed)
     # Like create_completion, generate() keeps the prompt in the KV cache and reuses it: many
     # draws after the same prompt evaluate it once.
@@ -156,3 +177,99 @@ def sample_next_token(llm, prompt: str, *, seed: int, chat: bool = True, tempera
     finally:
         draws.close()
     return int(token)
+
+
+def draw_many(llm, prompt: str, n: int, *, chat: bool = True, first_seed: int = 0,
+              **params) -> list[int]:
+    """``n`` first tokens drawn by llama.cpp after ``prompt``, with seeds ``first_seed``,
+    ``first_seed + 1``... (see :func:`sample_next_token`; the prompt is evaluated once)."""
+    tokens = prompt_tokens(llm, prompt, chat)  # rendered and tokenized once
+    return [_draw(llm, tokens, first_seed + i, **params) for i in range(n)]
+
+
+@dataclass(frozen=True)
+class FrequencyCheck:
+    """llama.cpp's draws compared with a :class:`Distribution` (see :func:`compare_draws`)."""
+
+    rows: list[dict]  #: one row per group of tokens: probability, frequency, tolerance, ok
+    n: int  #: number of draws
+    n_kept: int  #: candidates numpy keeps
+    n_drawn: int  #: different tokens llama.cpp drew
+    outside: int  #: draws outside numpy's kept set (must be 0)
+    missing: list[int]  #: kept tokens so probable that never seeing them is almost impossible
+
+    @property
+    def ok(self) -> bool:
+        return self.outside == 0 and not self.missing and all(r["ok"] for r in self.rows)
+
+
+def compare_draws(dist: Distribution, draws: list[int], *, z: float = 4.0,
+                  min_expected: float = 5.0, sure: float = 1e-6) -> FrequencyCheck:
+    """Do ``draws`` (token ids) look like samples of ``dist``?
+
+    * every draw must be inside ``dist.kept``;
+    * every kept token whose absence in ``n`` draws has probability below ``sure``
+      (``(1 - p)**n < sure``) must have been drawn: together with the first rule this checks the
+      kept *count*, not only membership;
+    * frequencies: each token expected at least ``min_expected`` times is compared alone, the rest
+      of the kept set as one group; each group must satisfy
+      ``|frequency - p| <= z * sqrt(p (1 - p) / n)``, ``z`` binomial standard deviations (4 by
+      default: a correct sampler fails one group in ~16 000).
+    """
+    n = len(draws)
+    if n == 0:
+        raise ValueError("Hacen falta muestras.")
+    draws = np.asarray(draws, dtype=np.int64)
+    counts = np.bincount(draws, minlength=dist.probs.size)[: dist.probs.size]
+    kept = np.flatnonzero(dist.kept)
+    outside = int(n - counts[kept].sum())
+    p_kept = dist.probs[kept]
+    missing = [int(i) for i, p in zip(kept, p_kept) if (1 - p) ** n < sure and counts[i] == 0]
+    alone = [int(i) for i in kept[np.argsort(-p_kept, kind="stable")] if dist.probs[i] * n >= min_expected]
+    groups = [([i], None) for i in alone]
+    rest = sorted(set(kept.tolist()) - set(alone))
+    if rest:
+        groups.append((rest, f"resto ({len(rest)} tokens)"))
+    rows = []
+    for ids, name in groups:
+        p = float(dist.probs[ids].sum())
+        freq = float(counts[ids].sum()) / n
+        tol = z * np.sqrt(p * (1 - p) / n) + 1e-9
+        rows.append({"id": ids[0] if name is None else None, "grupo": name,
+                     "probabilidad (numpy)": p, "frecuencia (llama.cpp)": freq,
+                     "tolerancia": float(tol), "ok": abs(freq - p) <= tol})
+    return FrequencyCheck(rows, n, int(dist.n_kept), int(np.count_nonzero(counts)), outside, missing)
+
+
+def continuation_logprobs(llm, prompt: str, continuation: str, chat: bool = True) -> np.ndarray:
+    """Log-probability (natural log, at T = 1, no filters) the model gives each token of
+    ``continuation`` right after ``prompt`` (wrapped in the chat template with ``chat``).
+
+    ``exp(-mean)`` is the model's own perplexity of the text: a rough proxy of fluency (it also
+    rewards repetition, and greedy text gets the best score by construction). Needs
+    ``logits_all=True``, like :func:`next_token_logits`.
+    """
+    context = prompt_tokens(llm, prompt, chat)
+    tokens = llm.tokenize(continuation.encode("utf-8"), add_bos=False, special=False)
+    if not tokens:
+        return np.zeros(0)
+    everything = context + tokens
+    if llm.scores.shape[0] < len(everything):
+        raise LogitsNotKeptError(_NO_LOGITS.format(n=len(everything)))
+    llm.reset()
+    llm.scores[len(everything) - 2, :] = np.nan
+    llm.eval(everything)
+    rows = llm.scores[len(context) - 1: len(everything) - 1, :].astype(np.float64)  # row i -> i+1
+    llm.reset()
+    if np.isnan(rows).any():
+        raise LogitsNotKeptError(_NO_LOGITS.format(n=len(everything)))
+    rows -= rows.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(rows).sum(axis=1))
+    return rows[np.arange(len(tokens)), tokens] - log_norm
+
+
+def token_text(llm, token_id: int) -> str:
+    """Readable text of one token (special tokens by name, partial UTF-8 bytes as ``⟨C3⟩``)."""
+    from .tokens import readable
+
+    return readable(llm.detokenize([int(token_id)], special=True))

@@ -58,7 +58,8 @@ PROMPT = "Write a product description for a smartwatch."
 
 @pytest.fixture(scope="module")
 def llm():
-    return cu.load_llm(n_ctx=512)
+    # logits_all=True: next_token_logits reads llm.scores, llama-cpp-python's public logits
+    return cu.load_llm(n_ctx=512, logits_all=True)
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +111,85 @@ def test_sample_next_token_on_the_llama3_standin(tmp_path):
     """On a 128 256-token vocabulary, where the first draws include half characters."""
     from course_utils import standin
 
-    llm = cu.load_llm(str(standin.standin_path("tied", folder=tmp_path)), n_ctx=256)
+    llm = cu.load_llm(str(standin.standin_path("tied", folder=tmp_path)), n_ctx=256,
+                      logits_all=True)
     logits = S.next_token_logits(llm, PROMPT)
     params = dict(temperature=1.0, top_k=3, top_p=1.0, min_p=0.0)
     kept = set(np.flatnonzero(S.llama_cpp_distribution(logits, **params).kept).tolist())
     drawn = {S.sample_next_token(llm, PROMPT, seed=s, **params) for s in range(12)}
     assert drawn <= kept and len(drawn) > 1
+
+
+def test_next_token_logits_needs_logits_all():
+    plain = cu.load_llm(n_ctx=256)
+    with pytest.raises(S.LogitsNotKeptError, match="logits_all=True"):
+        S.next_token_logits(plain, PROMPT)
+    plain.close()
+
+
+def test_next_token_logits_are_llama_cpps_logprobs(llm, logits):
+    """The same distribution llama-cpp-python reports as logprobs for the first answer token."""
+    ids = S.prompt_tokens(llm, PROMPT)
+    out = llm.create_completion(ids, max_tokens=1, temperature=0, logprobs=5)
+    reported = sorted(out["choices"][0]["logprobs"]["top_logprobs"][0].values(), reverse=True)
+    ours = np.sort(np.log(S.softmax(logits)))[::-1][: len(reported)]
+    assert np.allclose(reported, ours, atol=1e-3)
+
+
+def _dist(probs):
+    return S.Distribution(np.asarray(probs, dtype=np.float64), np.asarray(probs) > 0)
+
+
+def test_compare_draws_accepts_samples_of_the_distribution():
+    dist = _dist([0.5, 0.3, 0.15, 0.05, 0.0])
+    rng = np.random.default_rng(0)
+    draws = rng.choice(5, size=2000, p=dist.probs).tolist()
+    check = S.compare_draws(dist, draws)
+    assert check.ok and check.n_kept == 4 and check.n_drawn == 4 and check.outside == 0
+    assert [r["id"] for r in check.rows] == [0, 1, 2, 3]
+
+
+def test_compare_draws_rejects_wrong_frequencies_sets_and_counts():
+    dist = _dist([0.5, 0.3, 0.15, 0.05, 0.0])
+    rng = np.random.default_rng(1)
+    # a sampler that flattens the distribution (temperature applied twice, say)
+    flat = rng.choice(5, size=2000, p=[0.3, 0.3, 0.2, 0.2, 0.0]).tolist()
+    assert not S.compare_draws(dist, flat).ok
+    # a draw outside the kept set
+    outside = S.compare_draws(dist, rng.choice(5, size=2000, p=dist.probs).tolist() + [4])
+    assert outside.outside == 1 and not outside.ok
+    # a sampler that keeps fewer candidates (drops the 15 % token): its absence is caught
+    fewer = rng.choice(5, size=2000, p=[0.5 / 0.85, 0.3 / 0.85, 0.0, 0.05 / 0.85, 0.0]).tolist()
+    check = S.compare_draws(dist, fewer)
+    assert check.missing == [2] and not check.ok
+
+
+def test_compare_draws_groups_the_improbable_tail():
+    probs = np.full(1000, 0.5 / 999)
+    probs[0] = 0.5
+    probs /= probs.sum()
+    dist = _dist(probs)
+    draws = np.random.default_rng(2).choice(1000, size=400, p=probs).tolist()
+    check = S.compare_draws(dist, draws)
+    assert check.ok and len(check.rows) == 2 and check.rows[1]["grupo"].startswith("resto")
+
+
+def test_llama_cpp_frequencies_match_numpy(llm, logits):
+    """Frequencies, not only membership: 300 draws per setting against numpy's probabilities."""
+    for params in (dict(temperature=1.0, top_k=3, top_p=1.0, min_p=0.0),
+                   dict(temperature=5.0, top_k=0, top_p=0.5, min_p=0.0)):
+        dist = S.llama_cpp_distribution(logits, **params)
+        check = S.compare_draws(dist, S.draw_many(llm, PROMPT, 300, **params))
+        assert check.ok, (params, check)
+
+
+def test_continuation_logprobs_read_the_same_distribution(llm, logits):
+    greedy = int(np.argmax(logits))
+    text = llm.detokenize([greedy]).decode() + " smartwatch is"
+    logp = S.continuation_logprobs(llm, PROMPT, text)
+    assert logp.size == len(llm.tokenize(text.encode(), add_bos=False, special=False))
+    assert np.isclose(logp[0], np.log(S.softmax(logits)[greedy]), atol=1e-4)
+    assert (logp <= 0).all()
+    # the model's own greedy continuation is more probable than a scrambled one
+    scrambled = S.continuation_logprobs(llm, PROMPT, " is smartwatch" + text.split()[0])
+    assert logp.mean() > scrambled.mean()
