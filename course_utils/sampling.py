@@ -98,15 +98,29 @@ def llama_cpp_distribution(logits: np.ndarray, *, temperature: float = 0.8, top_
 
 
 def prompt_tokens(llm, prompt: str, chat: bool = True) -> list[int]:
-    """The tokens the model reads for ``prompt`` (wrapped in its chat template with ``chat``)."""
+    """The tokens the model reads for ``prompt``: with ``chat``, exactly what
+    ``create_chat_completion`` sends for it as a user message.
+
+    That is the model's chat format (``llm.chat_format``): llama-cpp-python's own ``"chatml"`` or
+    ``"llama-3"`` formatter when the model was loaded with one (the course loads SmolLM2 with
+    ``"chatml"``, which writes an empty system turn), otherwise the template in its GGUF.
+    """
+    from llama_cpp import llama_chat_format
+
     from .prompts import gguf_chat_template, render_template
 
     text = prompt
     if chat:
-        template = gguf_chat_template(llm)
-        if template is None:
-            raise ValueError("Este modelo no trae plantilla de chat: usa chat=False.")
-        text = render_template(template, [{"role": "user", "content": prompt}])
+        messages = [{"role": "user", "content": prompt}]
+        builtin = {"chatml": llama_chat_format.format_chatml,
+                   "llama-3": llama_chat_format.format_llama3}.get(llm.chat_format)
+        if builtin is not None:
+            text = builtin(messages=messages).prompt
+        else:
+            template = gguf_chat_template(llm)
+            if template is None:
+                raise ValueError("Este modelo no trae plantilla de chat: usa chat=False.")
+            text = render_template(template, messages)
     return llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
 
 
@@ -247,21 +261,28 @@ def continuation_logprobs(llm, prompt: str, continuation: str, chat: bool = True
 
     ``exp(-mean)`` is the model's own perplexity of the text: a rough proxy of fluency (it also
     rewards repetition, and greedy text gets the best score by construction). Needs
-    ``logits_all=True``, like :func:`next_token_logits`.
+    ``logits_all=True``, like :func:`next_token_logits`. When the prompt is already in the KV
+    cache (scoring several replies to the same prompt), only the continuation is evaluated.
     """
     context = prompt_tokens(llm, prompt, chat)
     tokens = llm.tokenize(continuation.encode("utf-8"), add_bos=False, special=False)
     if not tokens:
         return np.zeros(0)
-    everything = context + tokens
+    n, everything = len(context), context + tokens
     if llm.scores.shape[0] < len(everything):
         raise LogitsNotKeptError(_NO_LOGITS.format(n=len(everything)))
-    llm.reset()
+    cached = (llm.n_tokens >= n and llm.input_ids[:n].tolist() == context
+              and not np.isnan(llm.scores[n - 1, 0]))
+    if cached:
+        llm.n_tokens = n  # keep the prompt's KV cache and its row of logits; eval the rest
+    else:
+        llm.reset()
+        llm.scores[n - 1, :] = np.nan  # without logits_all, eval() leaves rows untouched
     llm.scores[len(everything) - 2, :] = np.nan
-    llm.eval(everything)
-    rows = llm.scores[len(context) - 1: len(everything) - 1, :].astype(np.float64)  # row i -> i+1
-    llm.reset()
+    llm.eval(tokens if cached else everything)
+    rows = llm.scores[n - 1: len(everything) - 1, :].astype(np.float64)  # row i -> token i+1
     if np.isnan(rows).any():
+        llm.reset()
         raise LogitsNotKeptError(_NO_LOGITS.format(n=len(everything)))
     rows -= rows.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(rows).sum(axis=1))

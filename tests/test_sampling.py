@@ -193,3 +193,33 @@ def test_continuation_logprobs_read_the_same_distribution(llm, logits):
     # the model's own greedy continuation is more probable than a scrambled one
     scrambled = S.continuation_logprobs(llm, PROMPT, " is smartwatch" + text.split()[0])
     assert logp.mean() > scrambled.mean()
+
+
+def test_continuation_logprobs_reuse_the_prompt_cache(llm):
+    texts = ["The watch is light.", "A smartwatch for runners.", "The watch is light."]
+    fresh = []
+    for text in texts:
+        llm.reset()
+        fresh.append(S.continuation_logprobs(llm, PROMPT, text))
+    reused = [S.continuation_logprobs(llm, PROMPT, text) for text in texts]
+    for a, b in zip(fresh, reused):
+        assert np.allclose(a, b, atol=1e-3)
+    assert S.continuation_logprobs(llm, "Otra cosa.", texts[0]).shape == fresh[0].shape
+
+
+@pytest.mark.parametrize("loader", ["default", "path", "standin"])
+def test_prompt_tokens_are_what_create_chat_completion_sends(loader, tmp_path):
+    from course_utils import standin
+
+    if loader == "default":
+        model = cu.load_llm(n_ctx=256)  # chat_format="chatml" (llama-cpp-python's own)
+    elif loader == "path":
+        model = cu.load_llm(str(cu.bundled_model_path()), n_ctx=256)  # the GGUF's template
+    else:
+        model = cu.load_llm(str(standin.standin_path("tied", folder=tmp_path)), n_ctx=256)
+    ids = S.prompt_tokens(model, PROMPT)
+    model.create_chat_completion(messages=[{"role": "user", "content": PROMPT}], max_tokens=1,
+                                 temperature=0)
+    assert model.input_ids[: len(ids)].tolist() == ids
+    assert ids.count(model.token_bos()) <= 1 or not cu.prompts.adds_bos(model)
+    model.close()
