@@ -162,3 +162,44 @@ def test_chapter_01_and_05_successes_do_not_print_the_answer(capsys):
     out = capsys.readouterr().out
     assert "8,589,934,592" not in out and "GiB" not in out
     assert f"{est.total / mem.GB:.1f}" not in out and "cabe " not in out
+
+
+def test_top_p_count_solution_message_does_not_give_the_number_away(capsys):
+    assert exercises.check("top_p_count", 3) is True
+    assert "3" not in capsys.readouterr().out
+
+
+def test_llama3_clean_user_text(capsys):
+    from course_utils.tokens import llama3_view
+
+    specials = list(llama3_view().special_tokens)
+
+    def once(text):  # one pass: misses the nested marker
+        for marker in specials:
+            text = text.replace(marker, "")
+        return text
+
+    def until_clean(text):
+        while (cleaned := once(text)) != text:
+            text = cleaned
+        return text
+
+    assert exercises.check("llama3_clean_user_text", until_clean) is True
+    assert "intacto" in capsys.readouterr().out
+    assert exercises.check("llama3_clean_user_text", once) is False
+    assert "repite" in capsys.readouterr().out
+    assert exercises.check("llama3_clean_user_text", lambda t: "") is False
+    assert "exactamente igual" in capsys.readouterr().out
+    assert exercises.check("llama3_clean_user_text", until_clean("Hola")) is False
+    assert "función misma" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("answer, hint", [
+    (0.1225 / 0.2288, "seis tokens"), (0.35 / 0.75, "falta la temperatura"),
+    (0.35**0.5 / (0.35**0.5 + 0.25**0.5 + 0.15**0.5), "1/T"), (0.35, "original"), (0.9, "Pista"),
+])
+def test_top_k_temperature(answer, hint, capsys):
+    assert exercises.check("top_k_temperature", 0.1225 / 0.2075) is True
+    assert "0,59" not in capsys.readouterr().out  # the verdict does not print the number
+    assert exercises.check("top_k_temperature", answer) is False
+    assert hint in capsys.readouterr().out
