@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,25 @@ def permute_for_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+@contextmanager
+def _gguf_writer(out: Path, arch: str):
+    """A ``GGUFWriter`` on ``<out>.partial``; ``out`` appears only if the block finishes (never a
+    partial file)."""
+    import gguf
+
+    partial = Path(str(out) + ".partial")
+    writer = gguf.GGUFWriter(str(partial), arch)
+    try:
+        yield writer
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def export_gguf(model, template: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write ``model`` (a merged ``LlamaForCausalLM``) as an F16 GGUF using ``template``'s metadata.
 
@@ -130,8 +150,7 @@ def export_gguf(model, template: str | os.PathLike, out: str | os.PathLike) -> P
         raise ExportError(f"Los tensores del modelo no son los de la plantilla: faltan {missing[:4]}, "
                           f"sobran {extra[:4]}. Usa como plantilla el GGUF que entrenaste.")
 
-    writer = gguf.GGUFWriter(str(out) + ".partial", arch)
-    try:
+    with _gguf_writer(out, arch) as writer:
         for key, value in header.fields.items():
             if key == gguf.Keys.General.ARCHITECTURE or key.startswith("GGUF."):
                 continue
@@ -154,13 +173,6 @@ def export_gguf(model, template: str | os.PathLike, out: str | os.PathLike) -> P
             elif hf.endswith("self_attn.k_proj.weight"):
                 w = permute_for_llama_cpp(w, cfg.num_key_value_heads)
             writer.add_tensor(gname, w.astype(np.float16 if w.ndim == 2 else np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(str(out) + ".partial", out)
-    finally:
-        Path(str(out) + ".partial").unlink(missing_ok=True)
     return out
 
 
@@ -213,21 +225,13 @@ def export_lora_adapter(peft_model, template: str | os.PathLike, out: str | os.P
                           "usa como plantilla el GGUF del modelo base que entrenaste.")
     lora_cfg = peft_model.peft_config["default"]
     out = Path(out)
-    writer = gguf.GGUFWriter(str(out) + ".partial", header.arch)
-    try:
+    with _gguf_writer(out, header.arch) as writer:
         writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(lora_cfg.lora_alpha))
         for name, (a, b) in pairs.items():
             writer.add_tensor(name + ".lora_a", a.astype(np.float32))
             writer.add_tensor(name + ".lora_b", b.astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(str(out) + ".partial", out)
-    finally:
-        Path(str(out) + ".partial").unlink(missing_ok=True)
     return out
 
 
