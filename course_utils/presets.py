@@ -1,8 +1,11 @@
 """Decoding presets: validated sampling parameters per use case, and an A/B helper.
 
-The eight presets are the use-case configurations of the course notes (``000_*``), kept as they
-are so they can be measured; :meth:`DecodingPreset.redundancies` says where a combination makes a
-parameter irrelevant in llama.cpp (for instance ``top_k=1`` makes ``temperature`` pointless).
+Eight use-case presets. The common recipe for factual answers and code, ``temperature=0.1`` with
+``top_k=1``, is greedy decoding in disguise (one candidate left: the temperature does nothing), so
+``factual`` and ``codigo`` say it plainly: ``temperature=0`` and no filters (they would do nothing
+either). :meth:`DecodingPreset.redundancies` flags combinations that make a parameter irrelevant
+in llama.cpp. :func:`ab_test` compares two presets on the same prompts and seeds, on diversity
+and, when the right answers are known, on accuracy with a Wilson interval.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 
 from .errors import CourseError
 from .metrics import distinct_n, repetition_rate, unique_fraction, words
+from .stats import wilson_interval
 
 
 class InvalidParameterError(CourseError, ValueError):
@@ -90,8 +94,13 @@ class DecodingPreset:
         """Parameters that have no effect in llama.cpp with this combination."""
         notes = []
         if self.temperature == 0:
-            notes.append("temperature=0 elige siempre el token más probable: top_k, top_p y "
-                         "min_p no tienen efecto.")
+            active = [f"{name}={value}" for name, value, off in (
+                ("top_k", self.top_k, 0), ("top_p", self.top_p, 1.0), ("min_p", self.min_p, 0.0))
+                if value != off]
+            if active:
+                verb = "no tiene" if len(active) == 1 else "no tienen"
+                notes.append(f"temperature=0 elige siempre el token más probable: "
+                             f"{', '.join(active)} {verb} efecto.")
         elif self.top_k == 1:
             notes.append("top_k=1 deja un solo candidato: temperature, top_p y min_p no tienen "
                          "efecto (es decodificación voraz).")
@@ -99,8 +108,10 @@ class DecodingPreset:
 
 
 PRESETS: dict[str, DecodingPreset] = {p.name: p for p in (
-    DecodingPreset("factual", "Documentación técnica / respuestas factuales",
-                   temperature=0.1, top_k=1, top_p=0.5, max_tokens=200),
+    # Greedy, said plainly: the usual "temperature=0.1, top_k=1" is exactly this (top_k=1 leaves
+    # one candidate), and with temperature=0 llama.cpp applies no filter, so none is set.
+    DecodingPreset("factual", "Documentación técnica / respuestas factuales (voraz)",
+                   temperature=0, top_k=0, top_p=1.0, min_p=0.0, max_tokens=200),
     DecodingPreset("resumen_ejecutivo", "Resúmenes ejecutivos",
                    temperature=0.3, top_k=5, top_p=0.6, max_tokens=100),
     DecodingPreset("marketing", "Contenido de marketing / copywriting",
@@ -111,8 +122,8 @@ PRESETS: dict[str, DecodingPreset] = {p.name: p for p in (
                    temperature=0.7, top_k=30, top_p=0.85, max_tokens=100),
     DecodingPreset("analisis_datos", "Análisis de datos / reportes",
                    temperature=0.2, top_k=10, top_p=0.7, max_tokens=300),
-    DecodingPreset("codigo", "Generación de código",
-                   temperature=0.1, top_k=1, top_p=0.5, max_tokens=500),
+    DecodingPreset("codigo", "Generación de código (voraz)",
+                   temperature=0, top_k=0, top_p=1.0, min_p=0.0, max_tokens=500),
     DecodingPreset("storytelling", "Storytelling / narrativa",
                    temperature=0.85, top_k=40, top_p=0.9, max_tokens=400),
 )}
@@ -162,31 +173,60 @@ def diversity_report(texts: list[str]) -> dict:
 
 
 def ab_test(llm, preset_a: DecodingPreset, preset_b: DecodingPreset, prompts: list[str],
-            samples: int = 3, max_tokens: int | None = None, seed: int = 0) -> list[dict]:
+            samples: int = 3, max_tokens: int | None = None, seed: int = 0,
+            answers: list | None = None, is_correct=None, show: bool = True) -> list[dict]:
     """Run two presets on the same prompts and seeds; return one row of metrics per preset.
 
-    ``max_tokens`` overrides both presets' (to compare sampling, not length, and to save time).
-    Prints a side-by-side comparison.
+    Diversity per prompt (averaged over prompts): ``respuestas distintas`` and ``distinct-2``.
+    Quality, when ``answers`` gives the acceptable answers of each prompt (a string or a list of
+    strings per prompt): each reply is right if ``is_correct(text, answers_of_its_prompt)``
+    (default :func:`course_utils.prompts.mentions`, whole words), and the row gets ``aciertos``
+    (right replies), ``n``, ``acierto`` (the proportion) and ``intervalo 95 %`` (Wilson), so
+    "more varied" is never read without "how often right". ``max_tokens`` overrides both presets'
+    (to compare sampling, not length, and to save time). Each row keeps the replies in ``textos``
+    (one list of ``samples`` per prompt). With ``show``, prints a side-by-side comparison.
     """
+    if answers is not None and len(answers) != len(prompts):
+        raise ValueError(f"answers tiene {len(answers)} elementos y prompts {len(prompts)}: "
+                         "hace falta una lista de respuestas válidas por prompt.")
+    if is_correct is None:
+        from .prompts import mentions as is_correct
     rows = []
     for preset in (preset_a, preset_b):
         params = preset.kwargs()
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
         start = time.perf_counter()
-        texts = [t for p in prompts for t in sample_many(llm, p, samples, seed=seed, **params)]
+        per_prompt = [sample_many(llm, p, samples, seed=seed, progress=False, **params)
+                      for p in prompts]
         elapsed = time.perf_counter() - start
-        per_prompt = [texts[i * samples:(i + 1) * samples] for i in range(len(prompts))]
-        rows.append({
+        texts = [t for group in per_prompt for t in group]
+        row = {
             "preset": preset.name,
             "respuestas distintas": sum(unique_fraction(g) for g in per_prompt) / len(prompts),
             "distinct-2": sum(distinct_n(g, 2) for g in per_prompt) / len(prompts),
             "palabras (media)": sum(len(words(t)) for t in texts) / len(texts),
-            "segundos": elapsed,
-            "ejemplo": texts[0],
-        })
-    width = max(len(k) for k in rows[0]) + 2
-    print(f"{'':{width}}{rows[0]['preset']:>20}{rows[1]['preset']:>20}")
-    for key in ("respuestas distintas", "distinct-2", "palabras (media)", "segundos"):
-        print(f"{key:{width}}{rows[0][key]:>20.2f}{rows[1][key]:>20.2f}")
+        }
+        if answers is not None:
+            hits = sum(bool(is_correct(t, ok)) for ok, group in zip(answers, per_prompt)
+                       for t in group)
+            row |= {"aciertos": hits, "n": len(texts), "acierto": hits / len(texts),
+                    "intervalo 95 %": wilson_interval(hits, len(texts))}
+        rows.append(row | {"segundos": elapsed, "ejemplo": texts[0], "textos": per_prompt})
+    if show:
+        print(format_ab(rows))
     return rows
+
+
+def format_ab(rows: list[dict]) -> str:
+    """The rows of :func:`ab_test` side by side, as text (accuracy with its interval if any)."""
+    keys = ["respuestas distintas", "distinct-2", "palabras (media)", "segundos"]
+    width = max(len(k) for k in keys + ["acierto (IC 95 %)"]) + 2
+    lines = [f"{'':{width}}" + "".join(f"{r['preset']:>22}" for r in rows)]
+    if "acierto" in rows[0]:
+        cells = [f"{r['aciertos']}/{r['n']} [{r['intervalo 95 %'][0]:.0%}–"
+                 f"{r['intervalo 95 %'][1]:.0%}]" for r in rows]
+        lines.append(f"{'acierto (IC 95 %)':{width}}" + "".join(f"{c:>22}" for c in cells))
+    for key in keys:
+        lines.append(f"{key:{width}}" + "".join(f"{r[key]:>22.2f}" for r in rows))
+    return "\n".join(lines)

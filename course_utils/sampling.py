@@ -216,6 +216,18 @@ class FrequencyCheck:
     def ok(self) -> bool:
         return self.outside == 0 and not self.missing and all(r["ok"] for r in self.rows)
 
+    @property
+    def worst(self) -> float:
+        """The largest ``|frequency - p| / tolerance`` over the groups (ok while <= 1)."""
+        return max(abs(r["frecuencia (llama.cpp)"] - r["probabilidad (numpy)"]) / r["tolerancia"]
+                   for r in self.rows)
+
+    def summary(self) -> dict:
+        """One row for a table comparing several settings."""
+        return {"numpy conserva": self.n_kept, "llama.cpp sacó (distintos)": self.n_drawn,
+                "fuera del conjunto": self.outside, "grupos comparados": len(self.rows),
+                "peor |f − p| / tolerancia": round(self.worst, 2)}
+
 
 def compare_draws(dist: Distribution, draws: list[int], *, z: float = 4.0,
                   min_expected: float = 5.0, sure: float = 1e-6) -> FrequencyCheck:
@@ -294,3 +306,46 @@ def token_text(llm, token_id: int) -> str:
     from .tokens import readable
 
     return readable(llm.detokenize([int(token_id)], special=True))
+
+
+def plot_candidates(ax, llm, dist: Distribution, base_probs: np.ndarray, title: str,
+                    n_show: int = 15) -> None:
+    """Bar chart of the ``n_show`` most probable tokens of ``base_probs`` (T = 1, no filters):
+    final probability after the sampler in colour (green if kept, grey if filtered out), the
+    original probability as a black outline."""
+    order = np.argsort(-np.asarray(base_probs), kind="stable")[:n_show]
+    labels = [token_text(llm, i) for i in order]
+    final = dist.probs[order]
+    colors = ["tab:green" if dist.kept[i] else "lightgray" for i in order]
+    x = range(len(order))
+    ax.bar(x, final, color=colors, alpha=0.85, label="tras el sampler")
+    ax.bar(x, np.asarray(base_probs)[order], color="none", edgecolor="black", lw=0.8,
+           label="original (T=1)", zorder=3)
+    ax.set_xticks(list(x), labels, rotation=60, fontsize=8)
+    ax.set_title(f"{title} · {dist.n_kept} candidatos", fontsize=10)
+    ax.set_ylim(0, max(0.6, float(final.max()) * 1.1))
+
+
+def interactive_filters(llm, logits: np.ndarray):
+    """Sliders for temperature, top_k, top_p and min_p that redraw :func:`plot_candidates` on
+    ``logits`` (needs ``ipywidgets``; for JupyterLab and Colab)."""
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+
+    probs = softmax(logits)
+
+    def redraw(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05):
+        dist = llama_cpp_distribution(logits, temperature=temperature, top_k=top_k,
+                                      top_p=top_p, min_p=min_p)
+        fig, ax = plt.subplots(figsize=(7, 3))
+        plot_candidates(ax, llm, dist, probs,
+                        f"T={temperature}, top_k={top_k}, top_p={top_p}, min_p={min_p}")
+        plt.show()
+
+    return widgets.interact(
+        redraw,
+        temperature=widgets.FloatSlider(value=0.8, min=0.0, max=2.0, step=0.05),
+        top_k=widgets.IntSlider(value=40, min=0, max=100),
+        top_p=widgets.FloatSlider(value=0.95, min=0.05, max=1.0, step=0.05),
+        min_p=widgets.FloatSlider(value=0.05, min=0.0, max=1.0, step=0.05),
+    )

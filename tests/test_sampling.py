@@ -223,3 +223,38 @@ def test_prompt_tokens_are_what_create_chat_completion_sends(loader, tmp_path):
     assert model.input_ids[: len(ids)].tolist() == ids
     assert ids.count(model.token_bos()) <= 1 or not cu.prompts.adds_bos(model)
     model.close()
+
+
+class _TinyVocab:
+    def detokenize(self, ids, special=False):
+        return [b" a", b"b", b"\n", b"\xc3", b"e"][ids[0]]
+
+
+def test_frequency_check_summary_and_worst():
+    dist = S.llama_cpp_distribution(LOGITS, temperature=1, top_k=0, top_p=1, min_p=0)
+    draws = [0] * 50 + [1] * 20 + [2] * 15 + [3] * 10 + [4] * 5  # exactly the probabilities
+    check = S.compare_draws(dist, draws)
+    assert check.worst == pytest.approx(0, abs=1e-6)
+    assert check.summary() == {"numpy conserva": 5, "llama.cpp sacó (distintos)": 5,
+                               "fuera del conjunto": 0, "grupos comparados": len(check.rows),
+                               "peor |f − p| / tolerancia": 0.0}
+    off = S.compare_draws(dist, [1] * 100)  # never the top token
+    assert off.worst > 1 and not off.ok
+
+
+def test_plot_candidates_draws_final_and_original_probabilities():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    probs = S.softmax(LOGITS)
+    dist = S.llama_cpp_distribution(LOGITS, temperature=1, top_k=2, top_p=1, min_p=0)
+    fig, ax = plt.subplots()
+    S.plot_candidates(ax, _TinyVocab(), dist, probs, "top_k = 2", n_show=4)
+    final, original = ax.containers
+    assert [b.get_height() for b in final] == pytest.approx([0.5 / 0.7, 0.2 / 0.7, 0, 0])
+    assert [b.get_height() for b in original] == pytest.approx([0.5, 0.2, 0.15, 0.1])
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["␣a", "b", "↵", "⟨C3⟩"]
+    assert ax.get_title() == "top_k = 2 · 2 candidatos"
+    plt.close(fig)
