@@ -331,3 +331,85 @@ def strip_control_tokens(llm, text: str) -> str:
             return text
         for token_id in dict.fromkeys(found):
             text = text.replace(llm.detokenize([token_id], special=True).decode("utf-8", "replace"), "")
+
+
+# --------------------------------------------------------------------------- small experiments
+
+def first_reply_token(llm, question: str, *, cut: bool = False) -> str:
+    """The first token (greedy) the model writes after its chat template for one ``question``.
+
+    With ``cut=True`` the prompt ends right at the assistant header: the newline(s) the template
+    writes after it are removed, as in a hand-written template that forgets them.
+    """
+    text = model_template_prompt(llm, [{"role": "user", "content": question}])
+    if cut:
+        text = text.rstrip("\n")
+    out = llm.create_completion(prompt_ids(llm, text), max_tokens=1, temperature=0)
+    return response_text(out)
+
+
+def score_answers(llm, questions: list[tuple[str, list[str]]], *, suffix: str = "",
+                  **params) -> list[tuple[str, bool]]:
+    """Ask each ``(question, answers)`` with the model's chat template (see :func:`ask`) and
+    return ``(reply text, right)`` per question; right means one of ``answers`` is in the reply
+    as whole words (:func:`mentions`)."""
+    scored = []
+    for question, answers in questions:
+        text = ask(llm, question + suffix, **params).text
+        scored.append((text, mentions(text, answers)))
+    return scored
+
+
+def few_shot_labels(llm, instruction: str, examples: list[tuple[str, str]], texts: list[str],
+                    labels: list[str], *, max_tokens: int = 4) -> list[str | None]:
+    """Classify each of ``texts`` with a completion-style :func:`few_shot_prompt` (greedy, up to
+    the end of the line) and return the label parsed from each reply (``None``: no label)."""
+    predictions = []
+    for text in texts:
+        out = llm(few_shot_prompt(instruction, examples, text), max_tokens=max_tokens,
+                  temperature=0, stop=["\n"])
+        predictions.append(parse_label(response_text(out), labels))
+    return predictions
+
+
+def recall(llm, fact: str, question: str, *, system: str | None = None,
+           max_tokens: int = 20) -> tuple[str, str]:
+    """Ask ``question`` (greedy) after telling the model ``fact`` in an earlier turn of a
+    :class:`Conversation` with ``system``, and alone: the question as the only message, without
+    ``system`` either. Returns ``(with history, without history)``."""
+    conversation = Conversation(llm, system=system)
+    conversation.ask(fact, max_tokens=30)
+    with_history = conversation.ask(question, max_tokens=max_tokens)
+    alone = ask(llm, question, max_tokens=max_tokens, temperature=0).text
+    return with_history, alone
+
+
+def plot_context_growth(turns: list[Turn], n_ctx: int, ax=None):
+    """Stacked bars per turn (prompt = history, then the reply) against the ``n_ctx`` line.
+
+    Returns the matplotlib ``Axes``.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 3.2))
+    x = range(1, len(turns) + 1)
+    prompt = [t.prompt_tokens for t in turns]
+    ax.bar(x, prompt, label="prompt (historial)", color="tab:blue")
+    ax.bar(x, [t.completion_tokens for t in turns], bottom=prompt, label="respuesta",
+           color="tab:orange")
+    ax.axhline(n_ctx, color="tab:red", ls="--", label=f"n_ctx = {n_ctx}")
+    ax.set_xlabel("turno")
+    ax.set_ylabel("tokens")
+    ax.set_title("El historial crece hasta llenar la ventana de contexto")
+    ax.legend(fontsize=8, loc="upper left")
+    return ax
+
+
+def ends_generation(llm, token_id: int) -> bool:
+    """True if llama.cpp stops generating when the model writes ``token_id`` (an
+    end-of-generation token: ``<|eot_id|>`` and ``<|end_of_text|>`` in Llama 3, ``<|im_end|>``
+    in ChatML models). No ``stop=`` string is needed for those."""
+    import llama_cpp
+
+    return bool(llama_cpp.llama_vocab_is_eog(llm._model.vocab, token_id))

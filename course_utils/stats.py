@@ -51,3 +51,10 @@ def paired_comparison(a: list[bool], b: list[bool]) -> dict:
     losses = sum(y and not x for x, y in zip(a, b))
     return {"n": len(a), "aciertos A": sum(map(bool, a)), "aciertos B": sum(map(bool, b)),
             "solo A": wins, "solo B": losses, "p (signos)": sign_test(wins, losses)}
+
+
+def describe_rate(hits: int, n: int) -> str:
+    """``hits`` of ``n`` with its 95 % Wilson interval, as the chapters print it:
+    ``"12 de 16 (intervalo del 95 %: 51%–90%)"``."""
+    low, high = wilson_interval(hits, n)
+    return f"{hits} de {n} (intervalo del 95 %: {low:.0%}–{high:.0%})"

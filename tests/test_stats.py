@@ -40,3 +40,9 @@ def test_paired_comparison_counts_only_discordant_items():
     assert math.isclose(result["p (signos)"], 1.0)
     with pytest.raises(ValueError):
         stats.paired_comparison([True], [])
+
+
+def test_describe_rate_prints_the_wilson_interval():
+    assert stats.describe_rate(8, 16) == "8 de 16 (intervalo del 95 %: 28%–72%)"
+    with pytest.raises(ValueError):
+        stats.describe_rate(3, 0)
