@@ -2,7 +2,8 @@
 
 * load time of the default model;
 * generation speed with ``load_llm()`` defaults vs llama-cpp-python's own defaults
-  (``n_threads = cpu_count() // 2``, i.e. one thread on a 2-core machine);
+  (``n_threads = cpu_count() // 2``, i.e. one thread on a 2-core machine), timed with
+  :func:`course_utils.perf.measure_speed`, the course's one generation timer;
 * the execution time of every chapter notebook (01–08) against its budget (150 s each, chapter
   06 180 s, the whole course 600 s, on 2 CPU cores) — with ``--model`` on another GGUF (``standin``: the
   tests' Llama 3 stand-in).
@@ -18,38 +19,32 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-BENCH_PROMPT = "Write a short story about a robot who learns to paint."
+from .perf import Measurement, measure_speed
+
+#: Prompt tokens before the timed generation: short, so the figure is generation's.
+BENCH_PROMPT_TOKENS = 16
+
+
+def generation_speed(llm, n_tokens: int = 64, repeats: int = 3):
+    """Deprecated alias kept for chapter 05 until it calls :func:`course_utils.perf.measure_speed`.
+
+    Not a second timer: it returns ``perf.measure_speed``'s measurement (``.median`` is its
+    generation speed, ``.tg``).
+    """
+    return _GenerationSpeed(measure_speed(llm, n_prompt=BENCH_PROMPT_TOKENS, n_gen=n_tokens,
+                                          repeats=repeats))
 
 
 @dataclass(frozen=True)
-class Speed:
-    """Generation speed over several runs (median and min/max in tokens per second)."""
-
-    tokens: int
-    runs: tuple[float, ...]  #: tokens/s of each run
+class _GenerationSpeed:
+    measurement: Measurement
 
     @property
     def median(self) -> float:
-        return statistics.median(self.runs)
+        return self.measurement.tg
 
     def __str__(self) -> str:
-        return f"{self.median:.1f} tok/s (mín {min(self.runs):.1f}, máx {max(self.runs):.1f})"
-
-
-def generation_speed(llm, n_tokens: int = 64, repeats: int = 3, prompt: str = BENCH_PROMPT) -> Speed:
-    """Tokens per second generating exactly ``n_tokens`` (end-of-text is banned), ``repeats`` times.
-
-    Greedy decoding; the KV cache is reset before each run so no run reuses another's prompt.
-    """
-    eos = llm.token_eos()
-    runs = []
-    for _ in range(repeats):
-        llm.reset()
-        start = time.perf_counter()
-        out = llm(prompt, max_tokens=n_tokens, temperature=0, logit_bias={eos: -100.0})
-        elapsed = time.perf_counter() - start
-        runs.append(out["usage"]["completion_tokens"] / elapsed)
-    return Speed(tokens=n_tokens, runs=tuple(runs))
+        return self.measurement.tg_summary()
 
 
 def load_time(repeats: int = 3) -> float:
@@ -161,17 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("Carga de load_llm() (mediana de 3)", f"{load_time():.2f} s")]
 
     llm = load_llm()
-    ours = generation_speed(llm, args.tokens, args.repeats)
+    ours = measure_speed(llm, BENCH_PROMPT_TOKENS, args.tokens, repeats=args.repeats)
     ours_threads = llm.context_params.n_threads
     llm.close()
     raw = Llama(model_path=str(bundled_model_path()), verbose=False)
-    theirs = generation_speed(raw, args.tokens, args.repeats)
+    theirs = measure_speed(raw, BENCH_PROMPT_TOKENS, args.tokens, repeats=args.repeats)
     raw_threads = raw.context_params.n_threads
     raw.close()
     rows += [
-        (f"Generación, load_llm() ({_threads(ours_threads)})", str(ours)),
-        (f"Generación, Llama() por defecto ({_threads(raw_threads)})", str(theirs)),
-        ("Aceleración de load_llm()", f"x{ours.median / theirs.median:.2f}"),
+        (f"Generación, load_llm() ({_threads(ours_threads)})", ours.tg_summary()),
+        (f"Generación, Llama() por defecto ({_threads(raw_threads)})", theirs.tg_summary()),
+        ("Aceleración de load_llm()", f"x{ours.tg / theirs.tg:.2f}"),
     ]
     print(_table(rows), "\n", flush=True)
 

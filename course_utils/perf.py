@@ -41,6 +41,8 @@ class Measurement:
     n_gen: int
     prompt_seconds: float
     gen_seconds: float
+    #: generation tokens/s of each run (one entry per repeat; empty when built by hand)
+    tg_runs: tuple[float, ...] = ()
 
     @property
     def pp(self) -> float:
@@ -55,6 +57,13 @@ class Measurement:
     def as_row(self) -> dict:
         return {"prompt (tok/s)": round(self.pp, 1), "generación (tok/s)": round(self.tg, 1)}
 
+    def tg_summary(self) -> str:
+        """Generation speed in words: the median and, with several runs, their spread."""
+        text = f"{self.tg:.1f} tok/s"
+        if len(self.tg_runs) > 1:
+            text += f" (mín {min(self.tg_runs):.1f}, máx {max(self.tg_runs):.1f})"
+        return text
+
 
 def filler_tokens(llm, n: int) -> list[int]:
     """Exactly ``n`` token ids of :data:`FILLER` repeated (no BOS)."""
@@ -67,7 +76,10 @@ def measure_speed(llm, n_prompt: int = 256, n_gen: int = 32, start: int = 0,
     """Time ``n_prompt`` tokens of prompt processing and ``n_gen`` single-token steps.
 
     ``start`` tokens are put in the KV cache first (not timed): generation speed at a context
-    already filled that far. With ``repeats`` > 1 the median of each speed is kept.
+    already filled that far. With ``repeats`` > 1 the median of each phase's time is kept, and
+    every run's generation speed is in ``tg_runs``. This is the course's one generation timer:
+    chapters 01, 02, 07 and 08 and ``make bench`` use it (a short ``n_prompt`` measures
+    generation alone).
     """
     total = start + n_prompt + n_gen
     if n_prompt < 1 or n_gen < 1:
@@ -92,7 +104,8 @@ def measure_speed(llm, n_prompt: int = 256, n_gen: int = 32, start: int = 0,
         runs.append((t1 - t0, t2 - t1))
     llm.reset()
     return Measurement(n_prompt, n_gen, statistics.median(r[0] for r in runs),
-                 statistics.median(r[1] for r in runs))
+                       statistics.median(r[1] for r in runs),
+                       tg_runs=tuple(n_gen / r[1] for r in runs))
 
 
 def generation_by_depth(llm, depths, n_gen: int = 32) -> list[tuple[int, float]]:

@@ -31,6 +31,19 @@ def test_measure_speed_on_the_bundled_model(llm):
     assert llm.n_tokens == 0  # the cache is left empty
 
 
+def test_measure_speed_keeps_each_runs_generation_speed(llm):
+    s = perf.measure_speed(llm, n_prompt=4, n_gen=4, repeats=3)
+    assert len(s.tg_runs) == 3 and all(v > 0 for v in s.tg_runs)
+    assert min(s.tg_runs) <= s.tg <= max(s.tg_runs)  # the median of three runs
+    assert s.tg_summary().startswith(f"{s.tg:.1f} tok/s (mín ")
+
+
+def test_tg_summary_of_a_single_run_has_no_spread():
+    s = perf.Measurement(n_prompt=10, n_gen=20, prompt_seconds=1.0, gen_seconds=2.0,
+                         tg_runs=(10.0,))
+    assert s.tg_summary() == "10.0 tok/s"
+
+
 def test_generation_by_depth(llm):
     rows = perf.generation_by_depth(llm, [64, 0, 128], n_gen=8)
     assert [d for d, _ in rows] == [0, 64, 128] and all(v > 0 for _, v in rows)
