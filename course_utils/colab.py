@@ -29,9 +29,11 @@ COLAB_PACKAGES = (
     "openai",
 )
 #: Extra packages of some chapters, pinned in requirements.txt (Colab lacks TRL, and the course
-#: code needs these versions' APIs).
+#: code needs these versions' APIs: Colab's preinstalled transformers is not the pinned one).
+#: Chapter 08 loads the fine-tuned GGUF into torch with transformers' ``LlamaForCausalLM``.
 CHAPTER_PACKAGES = {
     "06_fine_tuning_lora.ipynb": ("transformers", "peft", "trl", "datasets", "accelerate"),
+    "08_evaluacion_compresion_y_servicio.ipynb": ("transformers",),
 }
 #: Packages installed only on a Colab session with a CUDA GPU, pinned in requirements-gpu.txt.
 GPU_PACKAGES = {

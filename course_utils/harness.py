@@ -4,14 +4,21 @@ Accuracy alone hides what a user of a local model feels: how long until the firs
 appears (time to first token), how long a whole answer takes (median and 95th percentile, not
 just the mean) and how fast tokens come. :func:`run_task` measures all of it on the same items,
 so several models (or prompts) can be compared in one table.
+
+It is not a second evaluator: it is a front-end of :mod:`course_utils.evaluation` (chapter 06).
+A chat item is asked with :func:`course_utils.evaluation.classify` itself (the training prompt
+format, greedy, :func:`~course_utils.prompts.parse_label` to read the label), through a
+stopwatch that streams the same request to time it; a completion item (few-shot, for base
+models) is asked the same way with :func:`classify_completion`. The predictions become a report
+with :func:`course_utils.metrics.classification_report`, as in ``evaluation.evaluate``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from . import evaluation
 from .metrics import classification_report
 from .perf import percentile
 from .prompts import few_shot_prompt, parse_label
@@ -19,25 +26,26 @@ from .prompts import few_shot_prompt, parse_label
 
 @dataclass(frozen=True)
 class Item:
-    """One test case: a chat (``messages``) or a completion ``prompt``, and the expected label."""
+    """One test case and its expected label: a dataset ``row`` (asked as a chat, the way
+    :func:`course_utils.evaluation.classify` asks it) or a completion ``prompt``."""
 
     expected: str
-    messages: tuple[dict, ...] | None = None
+    row: dict | None = None
     prompt: str | None = None
 
     def __post_init__(self):
-        if (self.messages is None) == (self.prompt is None):
-            raise ValueError("Un Item lleva messages (chat) o prompt (completado), uno de los dos.")
+        if (self.row is None) == (self.prompt is None):
+            raise ValueError("Un Item lleva row (chat) o prompt (completado), uno de los dos.")
 
 
 @dataclass(frozen=True)
 class Task:
-    """A labelled task: items, the allowed labels and how to read a label from an answer."""
+    """A labelled task: items, the allowed labels, the system prompt of its chat items."""
 
     name: str
     items: tuple[Item, ...]
     labels: tuple[str, ...]
-    parse: Callable[[str, list[str]], str | None] = parse_label
+    system: str | None = None
     max_tokens: int = 8
 
 
@@ -86,32 +94,59 @@ class Report:
         }
 
 
-def _stream(llm, item: Item, max_tokens: int):
-    if item.messages is not None:
-        chunks = llm.create_chat_completion(messages=list(item.messages), max_tokens=max_tokens,
-                                            temperature=0, stream=True)
-        for chunk in chunks:
-            yield chunk["choices"][0]["delta"].get("content") or ""
-    else:
-        for chunk in llm.create_completion(item.prompt, max_tokens=max_tokens, temperature=0,
-                                           stream=True):
-            yield chunk["choices"][0]["text"]
+class Stopwatch:
+    """A llama-cpp-python model seen through a stopwatch.
+
+    It answers ``create_chat_completion`` and ``create_completion`` like the model does without
+    ``stream`` (same text), but asks the model with ``stream=True`` and keeps, in ``last``, the
+    seconds to the first non-empty piece, the seconds to the end and the pieces generated.
+    """
+
+    def __init__(self, llm):
+        self.llm = llm
+        self.last: tuple[float, float, int] | None = None  #: (ttft, seconds, tokens)
+
+    def _timed(self, pieces) -> str:
+        start = time.perf_counter()
+        first, out = None, []
+        for piece in pieces:
+            if piece and first is None:
+                first = time.perf_counter()
+            out.append(piece)
+        end = time.perf_counter()
+        self.last = ((first or end) - start, end - start, sum(1 for p in out if p))
+        return "".join(out)
+
+    def create_chat_completion(self, messages, **kwargs) -> dict:
+        chunks = self.llm.create_chat_completion(messages=messages, stream=True, **kwargs)
+        text = self._timed(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+        return {"choices": [{"message": {"role": "assistant", "content": text}}]}
+
+    def create_completion(self, prompt, **kwargs) -> dict:
+        chunks = self.llm.create_completion(prompt, stream=True, **kwargs)
+        return {"choices": [{"text": self._timed(c["choices"][0]["text"] for c in chunks)}]}
 
 
-def run_item(llm, item: Item, labels, parse, max_tokens: int) -> Outcome:
+def classify_completion(llm, prompt: str, labels: list[str],
+                        max_tokens: int = 8) -> tuple[str | None, str]:
+    """:func:`course_utils.evaluation.classify` for a completion prompt (few-shot, base models):
+    greedy, then ``(parsed label, raw answer)``."""
+    out = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0)
+    text = out["choices"][0]["text"]
+    return parse_label(text, labels), text
+
+
+def run_item(llm, item: Item, task: Task) -> Outcome:
     """Ask one item (greedy, streamed) and time it."""
-    start = time.perf_counter()
-    first = None
-    pieces = []
-    for piece in _stream(llm, item, max_tokens):
-        if piece and first is None:
-            first = time.perf_counter()
-        pieces.append(piece)
-    end = time.perf_counter()
-    text = "".join(pieces)
-    tokens = sum(1 for p in pieces if p)
-    ttft = (first or end) - start
-    return Outcome(item.expected, parse(text, list(labels)), text, end - start, ttft, tokens)
+    timed = Stopwatch(llm)
+    labels = list(task.labels)
+    if item.row is not None:
+        predicted, text = evaluation.classify(timed, item.row, labels, task.system,
+                                              max_tokens=task.max_tokens)
+    else:
+        predicted, text = classify_completion(timed, item.prompt, labels, task.max_tokens)
+    ttft, seconds, tokens = timed.last
+    return Outcome(item.expected, predicted, text, seconds, ttft, tokens)
 
 
 def run_task(llm, task: Task, model: str, *, progress: bool = True) -> Report:
@@ -123,19 +158,17 @@ def run_task(llm, task: Task, model: str, *, progress: bool = True) -> Report:
         items = tqdm(items, desc=model, leave=False)
     report = Report(model, task.name, task.labels)
     for item in items:
-        report.outcomes.append(run_item(llm, item, task.labels, task.parse, task.max_tokens))
+        report.outcomes.append(run_item(llm, item, task))
     return report
 
 
 # --- the course's sentiment task, in the three prompt styles of the course ---------------------
 
 def sentiment_chat_task(rows: list[dict], labels, system: str | None) -> Task:
-    """Chat prompts in the training format of chapter 06 (instruction + review)."""
-    from .sft_data import to_messages
-
-    items = tuple(Item(r["output"], messages=tuple(to_messages(r, system)["messages"][:-1]))
-                  for r in rows)
-    return Task("sentimiento (chat)", items, tuple(labels))
+    """Chat prompts in the training format of chapter 06 (instruction + review), asked exactly as
+    :func:`course_utils.evaluation.evaluate` asks them."""
+    items = tuple(Item(r["output"], row=r) for r in rows)
+    return Task("sentimiento (chat)", items, tuple(labels), system=system)
 
 
 def sentiment_few_shot_task(rows: list[dict], labels, examples: list[dict]) -> Task:
