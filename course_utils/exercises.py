@@ -80,7 +80,8 @@ def _llama3_digits(answer) -> tuple[bool, str]:
     pieces = [t.text for t in llama3_view().tokens("1234567890")]
     right = len(pieces)
     if int(answer) == right:
-        return True, f"Correcto: {right} tokens, {' | '.join(pieces)}."
+        return True, ("Correcto: grupos de hasta 3 cifras de izquierda a derecha; el último grupo "
+                      "puede quedar más corto.")
     if int(answer) == 10:
         return False, "Eso sería un token por dígito, como hace SmolLM2. Llama 3 agrupa dígitos."
     if int(answer) == 1:
@@ -93,6 +94,38 @@ CH03_MESSAGES = [
     {"role": "system", "content": "Eres un guía turístico de Oaxaca."},
     {"role": "user", "content": "¿Qué plato típico me recomiendas?"},
 ]
+
+
+#: Chapter 2's second exercise: the support email of the course's parallel texts.
+CH02_TOPIC = "soporte"
+
+
+@_register("spanish_extra_tokens")
+def _spanish_extra_tokens(answer) -> tuple[bool, str]:
+    """Percent more Llama 3 tokens the Spanish support email takes than the English one."""
+    from .tokens import count_words, llama3_view, parallel_texts
+
+    view = llama3_view()
+    texts = next(p for p in parallel_texts() if p["topic"] == CH02_TOPIC)
+    es, en = view.count(texts["es"]), view.count(texts["en"])
+    right = 100 * (es / en - 1)
+    value = float(answer)
+    if abs(value - right) <= 0.5:
+        return True, ("Correcto: se comparan los tokens totales del mismo contenido en los dos "
+                      "idiomas.")
+    if abs(100 * value - right) <= 0.5:
+        return False, "Tu número es una fracción; la pregunta pide un porcentaje (multiplica por 100)."
+    words_es, words_en = count_words(texts["es"]), count_words(texts["en"])
+    by_ratio = 100 * ((words_en / en) / (words_es / es) - 1)
+    if abs(value - by_ratio) <= 0.5:
+        return False, ("Comparaste palabras por token: las dos versiones no tienen el mismo número "
+                       "de palabras, así que ese cociente no dice cuántos tokens más ocupa el texto. "
+                       "Compara los tokens totales.")
+    if abs(value - 100 * (1 - en / es)) <= 0.5:
+        return False, ("Dividiste entre los tokens del español: el «% de más» se mide sobre la "
+                       "versión en inglés (español / inglés − 1).")
+    return False, ("No es correcto. Pista: cuenta los tokens de cada versión con "
+                   "`llama3.count(...)` y calcula 100 × (tokens en español / tokens en inglés − 1).")
 
 
 @_register("llama3_prompt")

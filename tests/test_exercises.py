@@ -28,9 +28,32 @@ def test_unknown_exercise():
 
 def test_llama3_digits(capsys):
     assert exercises.check("llama3_digits", 4) is True
-    assert "123 | 456 | 789 | 0" in capsys.readouterr().out
+    assert "4" not in capsys.readouterr().out  # the verdict does not give the answer away
     assert exercises.check("llama3_digits", 10) is False
     assert "SmolLM2" in capsys.readouterr().out
+
+
+def test_spanish_extra_tokens(capsys):
+    from course_utils.tokens import count_words, llama3_view, parallel_texts
+
+    view = llama3_view()
+    texts = next(p for p in parallel_texts() if p["topic"] == exercises.CH02_TOPIC)
+    es, en = view.count(texts["es"]), view.count(texts["en"])
+    assert es > en  # the same content takes more tokens in Spanish
+    right = 100 * (es / en - 1)
+    assert exercises.check("spanish_extra_tokens", right) is True
+    out = capsys.readouterr().out
+    assert f"{right:.0f}" not in out and f"{right:.1f}" not in out
+    assert exercises.check("spanish_extra_tokens", right + 0.4) is True
+    assert exercises.check("spanish_extra_tokens", right + 2) is False
+    capsys.readouterr()
+    assert exercises.check("spanish_extra_tokens", right / 100) is False
+    assert "fracción" in capsys.readouterr().out
+    wpt_es, wpt_en = count_words(texts["es"]) / es, count_words(texts["en"]) / en
+    assert exercises.check("spanish_extra_tokens", 100 * (wpt_en / wpt_es - 1)) is False
+    assert "palabras por token" in capsys.readouterr().out
+    assert exercises.check("spanish_extra_tokens", 100 * (1 - en / es)) is False
+    assert "sobre la" in capsys.readouterr().out
 
 
 def test_llama3_prompt_exercise(capsys):
