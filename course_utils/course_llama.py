@@ -72,6 +72,11 @@ class CourseLlama(Llama):
         super().__init__(*args, **kwargs)
         _open_models.add(self)
 
+    @property
+    def keeps_all_logits(self) -> bool:
+        """Loaded with ``logits_all=True``: ``eval`` keeps every position's logits in ``scores``."""
+        return bool(self._logits_all)
+
     def count_tokens(self, prompt: str | list[int]) -> int:
         """Tokens the prompt occupies, counted as ``create_completion`` counts them."""
         if isinstance(prompt, str):

@@ -47,36 +47,57 @@ def _last_logits(llm):
     return np.ctypeslib.as_array(pointer, shape=(llm.n_vocab(),)).astype(np.float64)
 
 
+def _log_softmax_at(logits, token: int) -> float:
+    import numpy as np
+
+    top = logits.max()
+    return float(logits[token] - top - np.log(np.exp(logits - top).sum()))
+
+
 def label_logprobs(llm, prompt_ids: list[int], labels: list[str]) -> dict[str, float]:
     """``log P(label | prompt)`` for each label: the sum of its tokens' log-probabilities.
 
     Another way to ask a model for a class, fairer to a model that does not answer in the
     expected format: no generation, no parsing; the label the model finds most likely wins.
-    The prompt is read once and kept in the KV cache; each label is then read after it, one
-    token at a time (llama-cpp-python's ``eval`` continues from ``n_tokens``, so setting it back
-    to the prompt's length forgets the previous label). Only the last position's logits are
-    computed each time: no need for ``logits_all=True``, which computes the output head at every
-    prompt position.
+
+    Nothing is read twice: the part of the prompt already in the KV cache (the system prompt and
+    the instruction that the previous review shared) is kept, and only the rest is evaluated
+    (llama-cpp-python's ``eval`` continues from ``n_tokens`` and drops what the cache held after
+    it). Each label is then read after the prompt. With a model loaded with
+    ``logits_all=True`` a label's tokens go in one call and the logits of every position are
+    read from ``llm.scores``; otherwise one token at a time, reading only the last position's
+    logits (``llama_get_logits_ith``).
     """
     import numpy as np
 
-    llm.reset()
-    llm.eval(prompt_ids)
+    keep = 0
+    limit = min(llm.n_tokens, len(prompt_ids) - 1)  # the last prompt token is always evaluated
+    cached = llm.input_ids
+    while keep < limit and cached[keep] == prompt_ids[keep]:
+        keep += 1
+    llm.n_tokens = keep
+    llm.eval(prompt_ids[keep:])
     n = llm.n_tokens
-    first = _last_logits(llm)
+    all_logits = bool(getattr(llm, "keeps_all_logits", False))
+    first = (llm.scores[n - 1] if all_logits else _last_logits(llm)).astype(np.float64)
     out = {}
     for label in labels:
         ids = llm.tokenize(label.encode("utf-8"), add_bos=False, special=False)
         llm.n_tokens = n  # forget the previous label; the prompt stays in the cache
-        total = 0.0
-        logits = first
+        if all_logits:
+            if len(ids) > 1:
+                llm.eval(ids[:-1])
+            rows = [first] + [llm.scores[n + k].astype(np.float64) for k in range(len(ids) - 1)]
+            out[label] = sum(_log_softmax_at(row, t) for row, t in zip(rows, ids))
+            continue
+        total, logits = 0.0, first
         for k, token in enumerate(ids):
-            top = logits.max()
-            total += float(logits[token] - top - np.log(np.exp(logits - top).sum()))
+            total += _log_softmax_at(logits, token)
             if k + 1 < len(ids):
                 llm.eval([token])
                 logits = _last_logits(llm)
         out[label] = total
+    llm.n_tokens = n  # the cache holds the prompt: the next call reuses what it shares
     return out
 
 

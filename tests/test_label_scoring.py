@@ -40,12 +40,14 @@ def fresh_logprob(llm, prompt, label):
 
 def test_label_logprobs_reuse_the_prompt_and_match_a_fresh_pass(llm, all_logits):
     prompt = prompt_ids(llm)
+    llm.reset()
     scores = label_logprobs(llm, prompt, SENTIMENT_LABELS)
     assert set(scores) == set(SENTIMENT_LABELS)
     assert all(s < 0 for s in scores.values())
     # the second and third labels are read after the first was forgotten: same numbers as fresh
     for label in SENTIMENT_LABELS:
         # alone, from an empty cache: exactly the same computation
+        llm.reset()
         alone = label_logprobs(llm, prompt, [label])[label]
         assert scores[label] == pytest.approx(alone, abs=1e-5)
         # read another way (prompt and label in one batch, every position's logits kept):
@@ -75,3 +77,47 @@ def test_prompt_ids_with_the_ggufs_own_jinja_template(llm):
     out = plain.create_chat_completion(messages=messages, max_tokens=1, temperature=0)
     assert out["usage"]["prompt_tokens"] == len(chat_prompt_ids(plain, messages))
     assert plain.chat_format == "chat_template.default"
+
+
+def test_the_next_review_reuses_the_shared_prompt_and_scores_as_from_scratch(llm, all_logits):
+    """Only the tokens after the shared system prompt and instruction are read again."""
+    other = {**ROW, "input": "Me encanta, funciona de maravilla."}
+    first, second = prompt_ids(llm), prompt_ids(llm, other)
+    shared = next(i for i, (a, b) in enumerate(zip(first, second)) if a != b)
+    for model in (llm, all_logits):
+        model.reset()
+        label_logprobs(model, first, SENTIMENT_LABELS)
+        evaluated = []
+        real_eval = model.eval
+        model.eval = lambda tokens: (evaluated.extend(tokens), real_eval(tokens))[1]
+        try:
+            reused = label_logprobs(model, second, SENTIMENT_LABELS)
+        finally:
+            del model.eval
+        labels_read = sum(len(model.tokenize(label.encode(), add_bos=False, special=False)) - 1
+                          for label in SENTIMENT_LABELS)
+        assert len(evaluated) == len(second) - shared + labels_read
+        model.reset()
+        scratch = label_logprobs(model, second, SENTIMENT_LABELS)
+        for label in SENTIMENT_LABELS:
+            assert reused[label] == pytest.approx(scratch[label], abs=0.05)
+
+
+def test_with_every_logit_kept_a_label_is_read_in_one_call(llm, all_logits):
+    """logits_all=True: each label's tokens in one eval, same numbers as one token at a time."""
+    assert all_logits.keeps_all_logits and not llm.keeps_all_logits
+    prompt = prompt_ids(llm)
+    llm.reset()
+    all_logits.reset()
+    one_at_a_time = label_logprobs(llm, prompt, SENTIMENT_LABELS)
+    calls = []
+    real_eval = all_logits.eval
+    all_logits.eval = lambda tokens: (calls.append(len(tokens)), real_eval(tokens))[1]
+    try:
+        batched = label_logprobs(all_logits, prompt, SENTIMENT_LABELS)
+    finally:
+        del all_logits.eval
+    assert len(calls) == 1 + len(SENTIMENT_LABELS)  # the prompt, then one call per label
+    for label in SENTIMENT_LABELS:
+        assert batched[label] == pytest.approx(one_at_a_time[label], abs=0.15)
+    assert max(batched, key=batched.get) == max(one_at_a_time, key=one_at_a_time.get)

@@ -69,6 +69,40 @@ def test_answer_loss_equals_the_loss_over_full_logits(standin_model):
     peft_model.unload()
 
 
+def test_shared_prefix_stops_before_the_first_scored_position():
+    batch = [F.Example([5, 6, 7, 8, 9], 4, 5, "A"), F.Example([5, 6, 7, 1, 2, 3], 5, 6, "B")]
+    assert F.shared_prefix(batch) == 3  # 5 6 7 in both
+    same = [F.Example([5, 6, 7, 8, 9], 4, 5, "A"), F.Example([5, 6, 7, 8, 9], 4, 5, "A")]
+    assert F.shared_prefix(same) == 3  # the hidden state at 3 predicts the answer at 4
+    assert F.shared_prefix([F.Example([1, 2], 1, 2, "A"), F.Example([3, 2], 1, 2, "A")]) == 0
+
+
+def test_sharing_the_prefix_changes_neither_the_loss_nor_the_gradients(standin_model):
+    """The system prompt and instruction go through the decoder once per batch: same numbers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = standin_model
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj",
+                                                                       "down_proj"],
+                                                  init_lora_weights=False, task_type="CAUSAL_LM"))
+    batch = F.encode_examples(tokenizer, ROWS[:4], sft_data.SENTIMENT_SYSTEM)
+    assert F.shared_prefix(batch) > 20  # the system prompt and the instruction, at least
+    grads = []
+    losses = []
+    for share in (False, True):
+        peft_model.zero_grad()
+        loss = F.answer_loss(peft_model, batch, tokenizer.eos_token_id, share_prefix=share)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad.clone() for p in peft_model.parameters() if p.requires_grad])
+    assert math.isclose(losses[0], losses[1], rel_tol=1e-5)
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    peft_model.unload()
+
+
 def test_loop_trains_exactly_the_lora_parameters_and_records_its_run(standin_model):
     model, tokenizer = standin_model
     config = F.LoraConfig(r=4, alpha=8, learning_rate=1e-2, epochs=2, batch_size=2)
