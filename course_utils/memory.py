@@ -2,7 +2,9 @@
 
 Bits per weight come in two flavours:
 
-* ``BLOCK_BPW``: what one block of each GGUF tensor type stores (fixed by llama.cpp's layouts);
+* what one block of each GGUF tensor type stores: fixed by llama.cpp's layouts and read from
+  ``gguf.GGML_QUANT_SIZES`` (:func:`course_utils.architecture.expected_bits_per_weight`), never
+  typed in here;
 * ``EFFECTIVE_BPW``: what a whole file of each *file type* averages for Llama 3.1 8B, measured from
   the published file sizes (``PUBLISHED_SIZES_8B``): the ``_M`` recipes keep some tensors at higher
   precision, so a "Q4_K_M" file averages ~4.9 bits, not 4.5.
@@ -20,12 +22,6 @@ from .architecture import LLAMA_31_8B, ArchSpec
 GB = 1e9
 GIB = 1024**3
 
-#: Bits per weight of one block of each tensor type (scales included).
-BLOCK_BPW = {
-    "F32": 32.0, "F16": 16.0, "Q8_0": 8.5, "Q6_K": 6.5625, "Q5_1": 6.0, "Q5_0": 5.5,
-    "Q5_K": 5.5, "Q4_1": 5.0, "Q4_0": 4.5, "Q4_K": 4.5, "Q3_K": 3.4375, "Q2_K": 2.625,
-}
-
 #: Published GGUF sizes (decimal GB) of Llama 3.1 8B Instruct (bartowski's repository).
 PUBLISHED_SIZES_8B = {"F16": 16.07, "Q8_0": 8.54, "Q6_K": 6.60, "Q5_K_M": 5.73, "Q4_K_M": 4.92,
                       "Q3_K_M": 4.02, "Q2_K": 3.18}
@@ -38,6 +34,19 @@ LLAMA_31_70B = ArchSpec(
     name="Llama 3.1 70B", n_layers=80, d_model=8192, n_heads=64, n_kv_heads=8, d_ff=28672,
     vocab_size=128256, context_length=131072, rope_theta=500000.0, norm_eps=1e-5,
     tied_embeddings=False,
+)
+
+#: Llama 3.2 1B and 3B as published by Meta (their config.json): tied embeddings, so the
+#: embedding table is also the output head.
+LLAMA_32_1B = ArchSpec(
+    name="Llama 3.2 1B", n_layers=16, d_model=2048, n_heads=32, n_kv_heads=8, d_ff=8192,
+    vocab_size=128256, context_length=131072, rope_theta=500000.0, norm_eps=1e-5,
+    tied_embeddings=True, rope_scaling="llama3", rope_scaling_factor=32.0,
+)
+LLAMA_32_3B = ArchSpec(
+    name="Llama 3.2 3B", n_layers=28, d_model=3072, n_heads=24, n_kv_heads=8, d_ff=8192,
+    vocab_size=128256, context_length=131072, rope_theta=500000.0, norm_eps=1e-5,
+    tied_embeddings=True, rope_scaling="llama3", rope_scaling_factor=32.0,
 )
 
 #: Effective bits per weight of each file type, from the 8B files.
@@ -93,3 +102,23 @@ def largest_quant_that_fits(spec: ArchSpec, budget_bytes: float, n_ctx: int = 81
         if estimate_memory(spec, quant, n_ctx).total <= budget_bytes:
             return quant
     return None
+
+
+def head_params(spec: ArchSpec) -> int:
+    """Weights of the output head (``vocab × d_model``); with tied embeddings, the shared table."""
+    return spec.vocab_size * spec.d_model
+
+
+def weights_with_head_apart(spec: ArchSpec, quant: str, head_bpw: float) -> float:
+    """Weight bytes of ``spec`` in ``quant`` with the output head counted at ``head_bpw`` bits.
+
+    The llama.cpp recipes keep the output head in a higher type (Q6_K in every K-quant recipe)
+    whatever the rest gets. :data:`EFFECTIVE_BPW` averages that head over Llama 3.1 8B, where it
+    is 6.5 % of the weights; here the head's bits are taken out of the 8B file first, and the
+    rest's average is applied to the rest of ``spec``.
+    """
+    head_8b = head_params(LLAMA_31_8B)
+    rest_bits = EFFECTIVE_BPW[quant] * LLAMA_31_8B.n_params - head_bpw * head_8b
+    rest_bpw = rest_bits / (LLAMA_31_8B.n_params - head_8b)
+    head = head_params(spec)
+    return (head * head_bpw + (spec.n_params - head) * rest_bpw) / 8

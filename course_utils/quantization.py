@@ -20,8 +20,16 @@ from .errors import CourseError
 from .models import validate_gguf
 
 #: File types the course quantizes to, with llama.cpp's names.
+#: The very-low-bit recipes llama.cpp refuses to make without an importance matrix (*imatrix*,
+#: made by ``llama-imatrix`` and passed with ``llama-quantize --imatrix``): it bails out with
+#: "this quantization requires an importance matrix" (measured; see tests/test_quantization.py).
+#: ``llama_model_quantize`` through llama-cpp-python cannot be given one, so these types are here
+#: only to explain the refusal.
+NEEDS_IMATRIX = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS",
+                 "Q2_K_S")
 QUANT_TYPES = ("F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q3_K_M", "Q2_K", "Q4_0", "Q4_1",
-               "Q5_0", "Q5_1", "Q4_K_S", "Q5_K_S", "Q3_K_S", "Q3_K_L")
+               "Q5_0", "Q5_1", "Q4_K_S", "Q5_K_S", "Q3_K_S", "Q3_K_L",
+               "IQ4_XS", "IQ4_NL", "IQ3_S", "IQ3_M") + NEEDS_IMATRIX
 UNQUANTIZED = {"F32", "F16", "BF16"}
 #: Bits per weight of the unquantized types.
 NOMINAL_BITS = {"F32": 32.0, "F16": 16.0, "BF16": 16.0}
@@ -270,6 +278,14 @@ def quantize(src: str | os.PathLike, dst: str | os.PathLike, qtype: str, *,
         with quiet_stderr():  # llama.cpp prints one line per tensor
             status = llama_cpp.llama_model_quantize(str(src).encode(), str(partial).encode(),
                                                     ctypes.byref(params))
+        if status != 0 and qtype.strip().upper() in NEEDS_IMATRIX:
+            raise QuantizationError(
+                f"llama.cpp no hace {qtype} sin una matriz de importancia (imatrix): con tan pocos "
+                "bits, redondear sin saber qué pesos importan más estropea el modelo. Créala con "
+                "llama-imatrix (un texto de calibración pasado por el modelo en F16) y cuantiza con "
+                "llama-quantize --imatrix; o elige un tipo que no la necesita (Q2_K, IQ3_S, "
+                "IQ4_XS…)."
+            )
         if status != 0:
             import shutil
 
@@ -396,6 +412,7 @@ class MiniLlamaSpec:
     n_kv_heads: int = 1
     vocab_size: int = 1792
     seed: int = 0
+    tied: bool = False  #: no ``output.weight``: the embeddings are the head (Llama 3.2 1B/3B)
 
     @property
     def head_dim(self) -> int:
@@ -447,7 +464,8 @@ def write_mini_llama(path: str | os.PathLike, spec: MiniLlamaSpec = MINI_LLAMA) 
             writer.add_tensor(p + "ffn_up.weight", matrix(spec.d_ff, d))
             writer.add_tensor(p + "ffn_down.weight", matrix(d, spec.d_ff))
         writer.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
-        writer.add_tensor("output.weight", matrix(spec.vocab_size, d))
+        if not spec.tied:
+            writer.add_tensor("output.weight", matrix(spec.vocab_size, d))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

@@ -249,3 +249,46 @@ def test_weight_error_measures_the_rounding(mini, tmp_path):
     w, w8 = (Q.read_tensor(p, "blk.0.ffn_down.weight") for p in (mini, q8))
     one = float(np.sqrt(((w8 - w) ** 2).sum() / (w**2).sum()))
     assert one == pytest.approx(e8, rel=0.2)
+
+
+def test_head_apart_explains_the_q2_k_error_on_70b():
+    from course_utils.architecture import expected_bits_per_weight
+
+    q6 = expected_bits_per_weight("Q6_K")
+    published = MEM.PUBLISHED_SIZES_70B["Q2_K"] * MEM.GB
+    naive = MEM.estimate_memory(MEM.LLAMA_31_70B, "Q2_K").weights
+    apart = MEM.weights_with_head_apart(MEM.LLAMA_31_70B, "Q2_K", q6)
+    assert naive / published - 1 > 0.05 and abs(apart / published - 1) < 0.01
+    # on 8B itself the split changes nothing: same file, same bits
+    assert abs(MEM.weights_with_head_apart(LLAMA_31_8B, "Q2_K", q6)
+               - MEM.PUBLISHED_SIZES_8B["Q2_K"] * MEM.GB) < 1e6
+    assert MEM.head_params(LLAMA_31_8B) / LLAMA_31_8B.n_params > 0.06
+
+
+def test_llama_32_specs_and_the_opposite_bias():
+    assert abs(MEM.LLAMA_32_1B.n_params / 1.236e9 - 1) < 0.01  # Meta: 1.23B
+    assert abs(MEM.LLAMA_32_3B.n_params / 3.213e9 - 1) < 0.01  # Meta: 3.21B
+    share = {s.name: MEM.head_params(s) / s.n_params
+             for s in (MEM.LLAMA_32_1B, MEM.LLAMA_32_3B, LLAMA_31_8B, MEM.LLAMA_31_70B)}
+    assert [round(v, 2) for v in share.values()] == [0.21, 0.12, 0.07, 0.01]
+    q6 = 6.5625
+    for spec in (MEM.LLAMA_32_1B, MEM.LLAMA_32_3B):  # a bigger Q6_K share: more bytes
+        assert MEM.weights_with_head_apart(spec, "Q4_K_M", q6) > MEM.estimate_memory(
+            spec, "Q4_K_M").weights
+
+
+def test_types_that_need_an_imatrix_are_refused_with_the_reason(mini, tmp_path):
+    for qtype in Q.NEEDS_IMATRIX:
+        with pytest.raises(Q.QuantizationError, match="imatrix"):
+            Q.quantize(mini, tmp_path / f"{qtype}.gguf", qtype)
+        assert not list(tmp_path.glob("*"))
+    out = Q.quantize(mini, tmp_path / "iq4.gguf", "IQ4_XS").path  # no imatrix needed
+    assert Q.tensor_types(out).get("IQ4_XS", 0) > 0.8
+
+
+def test_tied_mini_llama_keeps_its_embeddings_in_q6_k(tmp_path):
+    tied = Q.write_mini_llama(tmp_path / "tied.gguf", Q.MiniLlamaSpec(tied=True))
+    assert "output.weight" not in {t.name for t in Q._tensors(tied)}
+    for qtype in ("Q2_K", "Q4_K_M"):
+        out = Q.quantize(tied, tmp_path / f"{qtype}.gguf", qtype).path
+        assert Q.tensor_type(out, "token_embd.weight") == "Q6_K"
