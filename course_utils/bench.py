@@ -16,35 +16,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-from .perf import Measurement, measure_speed
+from .perf import measure_speed
 
 #: Prompt tokens before the timed generation: short, so the figure is generation's.
 BENCH_PROMPT_TOKENS = 16
-
-
-def generation_speed(llm, n_tokens: int = 64, repeats: int = 3):
-    """Deprecated alias kept for chapter 05 until it calls :func:`course_utils.perf.measure_speed`.
-
-    Not a second timer: it returns ``perf.measure_speed``'s measurement (``.median`` is its
-    generation speed, ``.tg``).
-    """
-    return _GenerationSpeed(measure_speed(llm, n_prompt=BENCH_PROMPT_TOKENS, n_gen=n_tokens,
-                                          repeats=repeats))
-
-
-@dataclass(frozen=True)
-class _GenerationSpeed:
-    measurement: Measurement
-
-    @property
-    def median(self) -> float:
-        return self.measurement.tg
-
-    def __str__(self) -> str:
-        return self.measurement.tg_summary()
 
 
 def load_time(repeats: int = 3) -> float:
