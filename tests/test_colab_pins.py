@@ -19,10 +19,16 @@ def _code(path: Path) -> str:
     return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+USING_TRANSFORMERS = [p for p in NOTEBOOKS if any(m in _code(p) for m in NEEDS_TRANSFORMERS)]
+
+
+def test_the_chapters_that_train_or_load_torch_models_are_found():
+    names = {p.name for p in USING_TRANSFORMERS}
+    assert {"06_fine_tuning_lora.ipynb", "08_evaluacion_compresion_y_servicio.ipynb"} <= names
+
+
+@pytest.mark.parametrize("path", USING_TRANSFORMERS, ids=lambda p: p.name)
 def test_chapters_using_transformers_pin_it_on_colab(path):
-    if not any(marker in _code(path) for marker in NEEDS_TRANSFORMERS):
-        pytest.skip("no usa transformers")
     pinned = colab.pins()["transformers"]
     assert pinned in colab.install_cell_source(notebook=path.name)
 
