@@ -21,19 +21,27 @@ def classify(llm, row: dict, labels: list[str], system: str | None = None,
     return parse_label(text, labels), text
 
 
+def _rows(rows: list[dict], progress: bool, desc: str):
+    if not progress:
+        return rows
+    from tqdm.auto import tqdm
+
+    return tqdm(rows, desc=desc, leave=False)
+
+
+def _report(rows: list[dict], preds: list, labels: list[str], seconds: float) -> dict:
+    report = classification_report([r["output"] for r in rows], preds, labels)
+    report["segundos por ejemplo"] = seconds / max(1, len(rows))
+    report["predicciones"] = list(preds)
+    return report
+
+
 def evaluate(llm, rows: list[dict], labels: list[str], system: str | None = None,
              progress: bool = True, desc: str = "evaluando") -> dict:
     """Accuracy, per-class P/R/F1, unparseable answers and seconds per example."""
-    iterator = rows
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(rows, desc=desc, leave=False)
     start = time.perf_counter()
-    results = [classify(llm, row, labels, system) for row in iterator]
-    report = classification_report([r["output"] for r in rows], [p for p, _ in results], labels)
-    report["segundos por ejemplo"] = (time.perf_counter() - start) / max(1, len(rows))
-    report["predicciones"] = [p for p, _ in results]
+    results = [classify(llm, row, labels, system) for row in _rows(rows, progress, desc)]
+    report = _report(rows, [p for p, _ in results], labels, time.perf_counter() - start)
     report["respuestas"] = [t for _, t in results]
     return report
 
@@ -101,24 +109,41 @@ def label_logprobs(llm, prompt_ids: list[int], labels: list[str]) -> dict[str, f
     return out
 
 
+def _logprob_label(llm, row: dict, labels: list[str], system: str | None) -> str:
+    from .context import chat_prompt_ids
+
+    messages = to_messages({**row, "output": row.get("output", "")}, system)["messages"][:-1]
+    scores = label_logprobs(llm, chat_prompt_ids(llm, messages), labels)
+    return max(scores, key=scores.get)
+
+
 def evaluate_by_logprob(llm, rows: list[dict], labels: list[str], system: str | None = None,
                         progress: bool = True, desc: str = "log-prob") -> dict:
     """Like :func:`evaluate`, but the prediction is the label with the highest log-probability
     after the chat prompt (:func:`label_logprobs`), so every answer has a label."""
-    from .context import chat_prompt_ids
-
-    iterator = rows
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(rows, desc=desc, leave=False)
     start = time.perf_counter()
-    preds = []
-    for row in iterator:
-        messages = to_messages({**row, "output": row.get("output", "")}, system)["messages"][:-1]
-        scores = label_logprobs(llm, chat_prompt_ids(llm, messages), labels)
-        preds.append(max(scores, key=scores.get))
-    report = classification_report([r["output"] for r in rows], preds, labels)
-    report["segundos por ejemplo"] = (time.perf_counter() - start) / max(1, len(rows))
-    report["predicciones"] = preds
-    return report
+    preds = [_logprob_label(llm, row, labels, system) for row in _rows(rows, progress, desc)]
+    return _report(rows, preds, labels, time.perf_counter() - start)
+
+
+def evaluate_both(llm, rows: list[dict], labels: list[str], system: str | None = None,
+                  progress: bool = True, desc: str = "chat y log-prob") -> tuple[dict, dict]:
+    """``(evaluate(...), evaluate_by_logprob(...))`` reading each prompt once.
+
+    For each review the model first answers (:func:`classify`); the KV cache then holds the
+    prompt, so :func:`label_logprobs` evaluates only its last token and the labels instead of
+    the whole review again. Same predictions as the two separate calls (tested); each report's
+    seconds per example count its own part.
+    """
+    chat, logprob = [], []
+    chat_s = logprob_s = 0.0
+    for row in _rows(rows, progress, desc):
+        start = time.perf_counter()
+        chat.append(classify(llm, row, labels, system))
+        middle = time.perf_counter()
+        logprob.append(_logprob_label(llm, row, labels, system))
+        chat_s += middle - start
+        logprob_s += time.perf_counter() - middle
+    chat_report = _report(rows, [p for p, _ in chat], labels, chat_s)
+    chat_report["respuestas"] = [t for _, t in chat]
+    return chat_report, _report(rows, logprob, labels, logprob_s)

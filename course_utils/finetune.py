@@ -101,18 +101,21 @@ def linear_shapes(spec: ArchSpec) -> dict[str, tuple[int, int]]:
             "gate_proj": (d, spec.d_ff), "up_proj": (d, spec.d_ff), "down_proj": (spec.d_ff, d)}
 
 
-def lora_parameters(spec: ArchSpec, r: int, targets=TARGET_MODULES) -> int:
+def lora_parameters(spec: ArchSpec, r: int, targets=TARGET_MODULES, first_layer: int = 0) -> int:
     """Trainable parameters of LoRA.
 
     A frozen ``W`` (d_out × d_in, as torch stores it: ``y = W x``) gets ``A`` (r × d_in) and
     ``B`` (d_out × r); the layer computes ``W x + (alpha/r)·B A x``, so ``r·(d_in + d_out)``
-    numbers per adapted matrix instead of ``d_in·d_out``.
+    numbers per adapted matrix instead of ``d_in·d_out``. With ``first_layer`` only the decoder
+    layers from that one up get LoRA (:attr:`LoraConfig.first_layer`).
     """
     shapes = linear_shapes(spec)
     unknown = set(targets) - set(shapes)
     if unknown:
         raise ValueError(f"Módulos desconocidos: {', '.join(sorted(unknown))}")
-    return spec.n_layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
+    if not 0 <= first_layer < spec.n_layers:
+        raise ValueError(f"first_layer debe estar entre 0 y {spec.n_layers - 1}.")
+    return (spec.n_layers - first_layer) * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
 
 
 #: Bytes per parameter, mixed-precision training with AdamW (activations not included):
@@ -268,6 +271,9 @@ class LoraConfig:
     seed: int = 0
     system: str | None = None  #: optional system message in every training conversation
     max_grad_norm: float = 1.0  #: gradient clipping, as transformers' Trainer does by default
+    #: LoRA only on the decoder layers from this one up (PEFT's ``layers_to_transform``); 0 = all.
+    #: The layers below have no trainable parameters, so the backward pass stops above them.
+    first_layer: int = 0
 
 
 @dataclass
@@ -661,9 +667,15 @@ def _add_lora(model, tokenizer, config: LoraConfig) -> tuple[object, TrainResult
     if tokenizer.pad_token is None:  # what SFTTrainer would do: pad with EOS
         tokenizer.pad_token = tokenizer.eos_token
     align_special_tokens(model, tokenizer)
+    n_layers = model.config.num_hidden_layers
+    if not 0 <= config.first_layer < n_layers:
+        raise FineTuneError(f"first_layer={config.first_layer}: el modelo tiene {n_layers} capas "
+                            f"(0 a {n_layers - 1}); usa 0 para ponerle LoRA a todas.")
+    layers = list(range(config.first_layer, n_layers)) if config.first_layer else None
     peft_model = get_peft_model(model, PeftLoraConfig(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
-        target_modules=list(config.targets), bias="none", task_type="CAUSAL_LM"))
+        target_modules=list(config.targets), layers_to_transform=layers, bias="none",
+        task_type="CAUSAL_LM"))
     result = TrainResult()
     result.trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     result.total = sum(p.numel() for p in peft_model.parameters())

@@ -121,3 +121,37 @@ def test_with_every_logit_kept_a_label_is_read_in_one_call(llm, all_logits):
     for label in SENTIMENT_LABELS:
         assert batched[label] == pytest.approx(one_at_a_time[label], abs=0.15)
     assert max(batched, key=batched.get) == max(one_at_a_time, key=one_at_a_time.get)
+
+
+def test_evaluate_both_reads_each_prompt_once_with_the_same_answers(all_logits):
+    """Chapter 06's combined pass: the chat answer, then the labels, the prompt read once."""
+    from course_utils.evaluation import evaluate, evaluate_both
+
+    rows = [ROW, {**ROW, "input": "Me encanta, funciona de maravilla.", "output": "POSITIVO"},
+            {**ROW, "input": "Lo recibí el martes, en una caja marrón.", "output": "NEUTRAL"}]
+    args = (rows, SENTIMENT_LABELS, SENTIMENT_SYSTEM)
+
+    def tokens_evaluated(run):
+        evaluated = []
+        real_eval = all_logits.eval
+        all_logits.eval = lambda tokens: (evaluated.extend(tokens), real_eval(tokens))[1]
+        try:
+            all_logits.reset()
+            return run(), len(evaluated)
+        finally:
+            del all_logits.eval
+
+    (chat, by_logprob), n_both = tokens_evaluated(lambda: evaluate_both(all_logits, *args,
+                                                                        progress=False))
+    alone_chat, n_chat = tokens_evaluated(lambda: evaluate(all_logits, *args, progress=False))
+    alone_logprob, n_logprob = tokens_evaluated(
+        lambda: evaluate_by_logprob(all_logits, *args, progress=False))
+    assert chat["respuestas"] == alone_chat["respuestas"]
+    assert chat["predicciones"] == alone_chat["predicciones"]
+    assert by_logprob["predicciones"] == alone_logprob["predicciones"]
+    assert by_logprob["sin etiqueta"] == 0 and by_logprob["accuracy"] == alone_logprob["accuracy"]
+    # after the answer only the prompt's last token and the labels are evaluated
+    labels_read = sum(len(all_logits.tokenize(label.encode(), add_bos=False, special=False)) - 1
+                      for label in SENTIMENT_LABELS)
+    assert n_both == n_chat + len(rows) * (1 + labels_read)
+    assert n_both < n_chat + n_logprob

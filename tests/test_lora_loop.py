@@ -116,6 +116,26 @@ def test_loop_trains_exactly_the_lora_parameters_and_records_its_run(standin_mod
     peft_model.unload()
 
 
+def test_lora_from_a_layer_up_adapts_only_those_layers(standin_model):
+    """Chapter 06 puts LoRA on the upper half of the layers: the count and the layers adapted."""
+    model, tokenizer = standin_model
+    spec = ArchSpec.from_gguf(standin.standin_path("tied"))
+    first = spec.n_layers - 1
+    config = F.LoraConfig(r=4, alpha=8, learning_rate=1e-2, batch_size=2, first_layer=first)
+    peft_model, result = F.train_lora_loop(model, tokenizer, ROWS, None, config, progress=False)
+    expected = F.lora_parameters(spec, 4, first_layer=first)
+    assert result.trainable == expected == F.lora_parameters(spec, 4) // spec.n_layers
+    adapted = {int(name.split(".layers.")[1].split(".")[0])
+               for name, p in peft_model.named_parameters() if p.requires_grad}
+    assert adapted == {first}
+    assert all(math.isfinite(loss) for _, loss in result.losses)
+    peft_model.unload()
+    with pytest.raises(F.FineTuneError, match="capas"):
+        F._add_lora(model, tokenizer, F.LoraConfig(first_layer=spec.n_layers))
+    with pytest.raises(ValueError):
+        F.lora_parameters(spec, 4, first_layer=spec.n_layers)
+
+
 def test_batches_mix_the_answers_and_cover_every_example_once():
     import random
 
