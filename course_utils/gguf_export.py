@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import os
 import re
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from .errors import CourseError
+from .gguf_writing import atomic_gguf_writer
 from .models import validate_gguf
 
 GGUF_NAMES = {
@@ -75,25 +75,6 @@ def permute_for_llama_cpp(w: np.ndarray, n_head: int) -> np.ndarray:
     """Hugging Face rotary layout -> llama.cpp's (applied to attn_q with n_head, attn_k with n_head_kv)."""
     rows = w.shape[0]
     return w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
-
-
-@contextmanager
-def _gguf_writer(out: Path, arch: str):
-    """A ``GGUFWriter`` on ``<out>.partial``; ``out`` appears only if the block finishes (never a
-    partial file)."""
-    import gguf
-
-    partial = Path(str(out) + ".partial")
-    writer = gguf.GGUFWriter(str(partial), arch)
-    try:
-        yield writer
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 def export_gguf(model, template: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -150,7 +131,7 @@ def export_gguf(model, template: str | os.PathLike, out: str | os.PathLike) -> P
         raise ExportError(f"Los tensores del modelo no son los de la plantilla: faltan {missing[:4]}, "
                           f"sobran {extra[:4]}. Usa como plantilla el GGUF que entrenaste.")
 
-    with _gguf_writer(out, arch) as writer:
+    with atomic_gguf_writer(out, arch) as writer:
         for key, value in header.fields.items():
             if key == gguf.Keys.General.ARCHITECTURE or key.startswith("GGUF."):
                 continue
@@ -225,7 +206,7 @@ def export_lora_adapter(peft_model, template: str | os.PathLike, out: str | os.P
                           "usa como plantilla el GGUF del modelo base que entrenaste.")
     lora_cfg = peft_model.peft_config["default"]
     out = Path(out)
-    with _gguf_writer(out, header.arch) as writer:
+    with atomic_gguf_writer(out, header.arch) as writer:
         writer.add_string(gguf.Keys.General.TYPE, gguf.GGUFType.ADAPTER)
         writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
         writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(lora_cfg.lora_alpha))

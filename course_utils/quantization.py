@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import CourseError
+from .gguf_writing import add_llama_blocks, atomic_gguf_writer
 from .models import validate_gguf
 
 #: File types the course quantizes to, with llama.cpp's names.
@@ -437,9 +438,7 @@ def write_mini_llama(path: str | os.PathLike, spec: MiniLlamaSpec = MINI_LLAMA) 
     def matrix(rows: int, cols: int) -> np.ndarray:  # numpy (out, in): GGUF stores (in, out)
         return (rng.standard_normal((rows, cols)) * 0.02).astype(np.float16)
 
-    partial = path.with_name(path.name + ".partial")
-    writer = gguf.GGUFWriter(str(partial), "llama")
-    try:
+    with atomic_gguf_writer(path, "llama") as writer:
         writer.add_name("mini-llama")
         writer.add_block_count(spec.n_layers)
         writer.add_context_length(2048)
@@ -452,27 +451,8 @@ def write_mini_llama(path: str | os.PathLike, spec: MiniLlamaSpec = MINI_LLAMA) 
         writer.add_vocab_size(spec.vocab_size)
         writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
         writer.add_tensor("token_embd.weight", matrix(spec.vocab_size, d))
-        for i in range(spec.n_layers):
-            p = f"blk.{i}."
-            writer.add_tensor(p + "attn_norm.weight", np.ones(d, dtype=np.float32))
-            writer.add_tensor(p + "attn_q.weight", matrix(d, d))
-            writer.add_tensor(p + "attn_k.weight", matrix(kv, d))
-            writer.add_tensor(p + "attn_v.weight", matrix(kv, d))
-            writer.add_tensor(p + "attn_output.weight", matrix(d, d))
-            writer.add_tensor(p + "ffn_norm.weight", np.ones(d, dtype=np.float32))
-            writer.add_tensor(p + "ffn_gate.weight", matrix(spec.d_ff, d))
-            writer.add_tensor(p + "ffn_up.weight", matrix(spec.d_ff, d))
-            writer.add_tensor(p + "ffn_down.weight", matrix(d, spec.d_ff))
-        writer.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
-        if not spec.tied:
-            writer.add_tensor("output.weight", matrix(spec.vocab_size, d))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+        add_llama_blocks(writer, spec.n_layers, d, kv, spec.d_ff, spec.vocab_size, spec.tied,
+                         matrix)
     return path
 
 

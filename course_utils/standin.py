@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .gguf_writing import add_llama_blocks, atomic_gguf_writer
+
 #: Version of the recipe: change it when the builder changes, so cached files are rebuilt.
 RECIPE = 1
 BOS_ID, EOT_ID, END_OF_TEXT_ID = 128000, 128009, 128001
@@ -146,9 +148,7 @@ def write_standin(out: str | os.PathLike, spec: StandInSpec) -> Path:
         # numpy shape (out, in): gguf-py reverses it into GGUF's (in, out) order.
         return (rng.standard_normal((rows, cols)) * std).astype(np.float16)
 
-    partial = Path(str(out) + ".partial")
-    writer = gguf.GGUFWriter(str(partial), "llama")
-    try:
+    with atomic_gguf_writer(out, "llama") as writer:
         writer.add_name(spec.name)
         writer.add_description("Llama 3 stand-in of the course: random weights, real structure.")
         writer.add_block_count(spec.n_layers)
@@ -176,27 +176,7 @@ def write_standin(out: str | os.PathLike, spec: StandInSpec) -> Path:
         writer.add_tensor("rope_freqs.weight", llama3_rope_factors(
             hd, spec.rope_theta, spec.rope_factor, spec.low_freq_factor, spec.high_freq_factor,
             spec.original_context))
-        for i in range(spec.n_layers):
-            p = f"blk.{i}."
-            writer.add_tensor(p + "attn_norm.weight", np.ones(d, dtype=np.float32))
-            writer.add_tensor(p + "attn_q.weight", matrix(d, d))
-            writer.add_tensor(p + "attn_k.weight", matrix(kv, d))
-            writer.add_tensor(p + "attn_v.weight", matrix(kv, d))
-            writer.add_tensor(p + "attn_output.weight", matrix(d, d))
-            writer.add_tensor(p + "ffn_norm.weight", np.ones(d, dtype=np.float32))
-            writer.add_tensor(p + "ffn_gate.weight", matrix(spec.d_ff, d))
-            writer.add_tensor(p + "ffn_up.weight", matrix(spec.d_ff, d))
-            writer.add_tensor(p + "ffn_down.weight", matrix(d, spec.d_ff))
-        writer.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
-        if not spec.tied:
-            writer.add_tensor("output.weight", matrix(VOCAB_SIZE, d))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+        add_llama_blocks(writer, spec.n_layers, d, kv, spec.d_ff, VOCAB_SIZE, spec.tied, matrix)
     return out
 
 
