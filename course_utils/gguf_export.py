@@ -225,7 +225,8 @@ def compare_with_llama_cpp(model, gguf_path: str | os.PathLike, prompts: list[st
     tokens (long prompts check the RoPE scaling: with the wrong one, distant positions disagree).
     Uses llama-cpp-python's public API: ``Llama(logits_all=True)``, ``eval`` and ``scores``.
     With ``lora_path``, llama.cpp applies that GGUF LoRA adapter to ``gguf_path`` (the base)
-    and ``model`` is the PEFT model with the same LoRA, not merged.
+    and ``model`` carries the same LoRA: the PEFT model, or the model merged from it (chapter 06
+    compares the adapter applied on the fly with the merged weights).
     """
     import torch
 
