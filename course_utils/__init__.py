@@ -15,6 +15,7 @@ from . import (
     finetune,
     gguf_export,
     harness,
+    lora_lab,
     memory,
     metrics,
     perf,
