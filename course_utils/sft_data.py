@@ -182,6 +182,34 @@ def sentiment_dataset() -> list[dict]:
         return read_jsonl(path)
 
 
+def natural_reviews() -> list[dict]:
+    """504 hand-written Spanish reviews (``data/resenas_naturales.jsonl``), balanced by label.
+
+    Unlike :func:`sentiment_dataset`'s templates they vary in length, register and regional
+    Spanish, with emojis, typos, ratings, irony and mixed opinions, across many products and
+    services. ``template`` names a group of ~12 reviews written together (``G01``...``G42``):
+    split by group, never by review, so that no group sits on both sides.
+    """
+    ref = resources.files("course_utils").joinpath("data/resenas_naturales.jsonl")
+    with resources.as_file(ref) as path:
+        return read_jsonl(path)
+
+
+def natural_test_set(n_groups: int = 5, seed: int = 0) -> list[dict]:
+    """The reviews of ``n_groups`` whole groups of :func:`natural_reviews`, chosen with ``seed``.
+
+    A test in styles that the template data never shows (chapter 06: how far a model trained on
+    templates generalizes). With the defaults: 60 reviews, 20 of each label.
+    """
+    rows = natural_reviews()
+    groups = sorted({r["template"] for r in rows})
+    if not 1 <= n_groups <= len(groups):
+        raise DataFormatError(f"n_groups={n_groups}: hay {len(groups)} grupos de reseñas naturales.")
+    random.Random(seed).shuffle(groups)
+    chosen = set(groups[:n_groups])
+    return [r for r in rows if r["template"] in chosen]
+
+
 def class_balance(rows: list[dict], key: str = "output") -> dict[str, int]:
     return dict(sorted(Counter(r[key] for r in rows).items()))
 

@@ -76,3 +76,26 @@ def test_the_course_dataset():
     assert D.class_balance(rows) == {"NEGATIVO": 118, "NEUTRAL": 118, "POSITIVO": 118}
     assert len({r["input"] for r in rows}) == len(rows)  # deduplicated
     assert sum(r["template"] == "manual" for r in rows) == 24
+
+
+def test_the_natural_test_set_is_whole_groups_balanced_and_reproducible():
+    import pytest
+
+    from course_utils.sft_data import (
+        DataFormatError,
+        natural_reviews,
+        natural_test_set,
+        sentiment_dataset,
+    )
+
+    test = natural_test_set()
+    assert len(test) == 60 and D.class_balance(test) == {"NEGATIVO": 20, "NEUTRAL": 20,
+                                                        "POSITIVO": 20}
+    groups = {r["template"] for r in test}
+    everything = natural_reviews()
+    assert len(groups) == 5  # every review of those groups, none of the others
+    assert test == [r for r in everything if r["template"] in groups]
+    assert test == natural_test_set() and test != natural_test_set(seed=1)
+    assert not {r["input"] for r in test} & {r["input"] for r in sentiment_dataset()}
+    with pytest.raises(DataFormatError, match="grupos"):
+        natural_test_set(n_groups=0)
