@@ -613,6 +613,32 @@ def shared_prefix(batch: list[Example]) -> int:
     return n
 
 
+def padded_ids(batch: list[Example], pad_id: int, skip: int = 0):
+    """The examples' token ids from position ``skip`` on, padded on the right with ``pad_id``."""
+    import torch
+
+    width = max(len(e.ids) for e in batch)
+    ids = torch.full((len(batch), width - skip), pad_id, dtype=torch.long)
+    for i, e in enumerate(batch):
+        ids[i, :len(e.ids) - skip] = torch.tensor(e.ids[skip:])
+    return ids
+
+
+def scored_positions(batch: list[Example], offset: int = 0):
+    """``(rows, cols, targets)`` tensors: for every answer token ``t`` of example ``i``, the
+    position ``t - 1`` (minus ``offset``, the tokens not in the tensor) whose hidden state
+    predicts it, and the token itself."""
+    import torch
+
+    rows, cols, targets = [], [], []
+    for i, e in enumerate(batch):
+        for t in range(e.start, e.end):  # the hidden state at t-1 predicts token t
+            rows.append(i)
+            cols.append(t - 1 - offset)
+            targets.append(e.ids[t])
+    return torch.tensor(rows), torch.tensor(cols), torch.tensor(targets)
+
+
 def answer_loss(peft_model, batch: list[Example], pad_id: int, share_prefix: bool = True):
     """Mean cross-entropy over the answer tokens of ``batch``.
 
@@ -633,15 +659,8 @@ def answer_loss(peft_model, batch: list[Example], pad_id: int, share_prefix: boo
     import torch
 
     n_shared = shared_prefix(batch) if share_prefix and len(batch) > 1 else 0
-    width = max(len(e.ids) for e in batch)
-    ids = torch.full((len(batch), width - n_shared), pad_id, dtype=torch.long)
-    rows, cols, targets = [], [], []
-    for i, e in enumerate(batch):
-        ids[i, :len(e.ids) - n_shared] = torch.tensor(e.ids[n_shared:])
-        for t in range(e.start, e.end):  # the hidden state at t-1 predicts token t
-            rows.append(i)
-            cols.append(t - 1 - n_shared)
-            targets.append(e.ids[t])
+    ids = padded_ids(batch, pad_id, skip=n_shared)
+    rows, cols, targets = scored_positions(batch, offset=n_shared)
     causal_lm = peft_model.get_base_model()
     cache = None
     if n_shared:
@@ -653,8 +672,8 @@ def answer_loss(peft_model, batch: list[Example], pad_id: int, share_prefix: boo
         cache.batch_repeat_interleave(len(batch))
     hidden = causal_lm.model(input_ids=ids, past_key_values=cache,
                              use_cache=cache is not None).last_hidden_state
-    logits = causal_lm.lm_head(hidden[torch.tensor(rows), torch.tensor(cols)])
-    return torch.nn.functional.cross_entropy(logits.float(), torch.tensor(targets))
+    logits = causal_lm.lm_head(hidden[rows, cols])
+    return torch.nn.functional.cross_entropy(logits.float(), targets)
 
 
 def _add_lora(model, tokenizer, config: LoraConfig) -> tuple[object, TrainResult]:

@@ -25,6 +25,8 @@ from .finetune import (
     _batches,
     align_special_tokens,
     encode_examples,
+    padded_ids,
+    scored_positions,
     shared_prefix,
 )
 
@@ -136,10 +138,7 @@ class TopLayerLab:
         out = []
         for chunk in chunks:
             n_shared = shared_prefix(chunk) if len(chunk) > 1 else 0
-            width = max(len(e.ids) for e in chunk)
-            ids = torch.full((len(chunk), width - n_shared), self.pad_id, dtype=torch.long)
-            for i, e in enumerate(chunk):
-                ids[i, :len(e.ids) - n_shared] = torch.tensor(e.ids[n_shared:])
+            ids = padded_ids(chunk, self.pad_id, skip=n_shared)
             if n_shared:
                 cache = DynamicCache(config=self.model.config)
                 prefix = self._lower(input_ids=torch.tensor([chunk[0].ids[:n_shared]]),
@@ -165,17 +164,10 @@ class TopLayerLab:
             # no mask: causal attention, and the padding is on the right, after every real token
             h = layer(h, attention_mask=None, position_embeddings=rope, position_ids=positions)
         h = lm.model.norm(h)
-        rows, cols, targets, sizes = [], [], [], []
-        for i, e in enumerate(examples):
-            for t in range(e.start, e.end):  # the hidden state at t-1 predicts token t
-                rows.append(i)
-                cols.append(t - 1)
-                targets.append(e.ids[t])
-            sizes.append(e.end - e.start)
-        logits = lm.lm_head(h[torch.tensor(rows), torch.tensor(cols)]).float()
-        target = torch.tensor(targets)
+        rows, cols, target = scored_positions(examples)
+        logits = lm.lm_head(h[rows, cols]).float()
         loss = torch.nn.functional.cross_entropy(logits, target)
-        right = (logits.argmax(-1) == target).split(sizes)
+        right = (logits.argmax(-1) == target).split([e.end - e.start for e in examples])
         exact = sum(bool(x.all()) for x in right) / len(examples)
         return loss, exact
 
