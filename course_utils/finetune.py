@@ -83,6 +83,13 @@ def finetuned_model_path(base=None) -> Path:
     return course_cache_dir() / finetuned_file_name(base)
 
 
+def finetuned_metrics_path(base=None) -> Path:
+    """The JSON beside :func:`finetuned_model_path`: what chapter 06 measured on the F16 of the
+    fine-tune it saved (its accuracy on the test reviews), so that chapter 08, which evaluates
+    the saved Q8_0 on the same reviews, can check that quantizing kept it."""
+    return finetuned_model_path(base).with_suffix(".json")
+
+
 #: Unsloth's 4-bit build of the Llama 3.2 1B Instruct model, for the GPU path.
 UNSLOTH_MODEL = "unsloth/Llama-3.2-1B-Instruct-bnb-4bit"
 

@@ -159,10 +159,13 @@ class TopLayerLab:
         lm = self.peft_model.get_base_model()
         positions = torch.arange(hidden.shape[1])[None]
         rope = lm.model.rotary_emb(hidden, position_ids=positions)
+        # an explicit causal mask (an eager attention would apply none if given None); the
+        # padding is on the right, after every real token, so no real token sees it
+        n = hidden.shape[1]
+        causal = torch.full((n, n), float("-inf"), dtype=hidden.dtype).triu(1)[None, None]
         h = hidden
         for layer in lm.model.layers[self.first_layer:]:
-            # no mask: causal attention, and the padding is on the right, after every real token
-            h = layer(h, attention_mask=None, position_embeddings=rope, position_ids=positions)
+            h = layer(h, attention_mask=causal, position_embeddings=rope, position_ids=positions)
         h = lm.model.norm(h)
         rows, cols, target = scored_positions(examples)
         logits = lm.lm_head(h[rows, cols]).float()
@@ -186,8 +189,9 @@ class TopLayerLab:
     def run(self, learning_rate: float, steps: int, n_examples: int | None = None,
             eval_every: int = 2) -> LabRun:
         """Train from the initial LoRA weights: AdamW at a constant ``learning_rate``, gradient
-        clipping at 1, ``steps`` batches cycling over the first ``n_examples`` cached examples
-        (all by default); the validation loss before training and every ``eval_every`` steps."""
+        clipping at 1, ``steps`` batches cycling in a fixed order (no reshuffling) over the first
+        ``n_examples`` cached examples (all by default); the validation loss before training and
+        every ``eval_every`` steps."""
         import torch
 
         self.peft_model.load_state_dict(self._initial, strict=False)
@@ -195,13 +199,12 @@ class TopLayerLab:
         trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=0.0)
         n_examples = min(n_examples or len(self.train), len(self.train))
-        batches = []
+        batches, left = [], n_examples  # the cached chunks are the batches, cut at n_examples
         for hidden, chunk in self._train_hidden:
-            for k in range(0, len(chunk), self.batch_size):
-                if sum(len(c) for _, c in batches) >= n_examples:
-                    break
-                take = min(self.batch_size, n_examples - sum(len(c) for _, c in batches))
-                batches.append((hidden[k:k + take], chunk[k:k + take]))
+            if left <= 0:
+                break
+            batches.append((hidden[:left], chunk[:left]))
+            left -= len(chunk)
         result = LabRun(learning_rate, steps, n_examples)
         result.val.append((0, *self.validate()))
         start = time.perf_counter()

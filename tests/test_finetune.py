@@ -154,6 +154,9 @@ def test_finetuned_file_depends_on_the_base_model(monkeypatch, tmp_path, clean_e
     monkeypatch.setenv("COURSE_MODEL", str(tied))
     assert F.finetuned_model_path() == tmp_path / F.finetuned_file_name(tied)
     assert F.finetuned_model_path(bundled) == tmp_path / F.FINETUNED_FILE
+    # the F16 accuracy chapter 06 writes for chapter 08 sits beside each fine-tune, one per base
+    assert F.finetuned_metrics_path(tied) == F.finetuned_model_path(tied).with_suffix(".json")
+    assert F.finetuned_metrics_path(bundled) != F.finetuned_metrics_path(tied)
 
 
 def test_importing_course_utils_leaves_room_for_unsloth_first():

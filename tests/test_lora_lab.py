@@ -85,3 +85,17 @@ def test_a_wrong_number_of_layers_is_refused_in_spanish():
     model, tokenizer = F.load_torch_from_gguf(standin.standin_path("tied"))
     with pytest.raises(F.FineTuneError, match="capas"):
         lora_lab.TopLayerLab(model, tokenizer, ROWS[:6], ROWS[6:], n_top=0, progress=False)
+
+
+def test_the_top_layers_are_causal_with_eager_attention_too(lab):
+    """The mask is explicit: with ``eager`` attention (which applies no mask when given none)
+    the answer tokens still cannot see themselves, so the loss stays the model's."""
+    import torch
+
+    lab, _ = lab
+    lab.model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        hidden, chunk = lab._train_hidden[0]
+        cached, _ = lab._loss(hidden, chunk)
+        whole = F.answer_loss(lab.peft_model, chunk, lab.pad_id, share_prefix=False)
+    assert math.isclose(cached.item(), whole.item(), rel_tol=1e-4)
