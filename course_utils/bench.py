@@ -4,6 +4,8 @@
 * generation speed with ``load_llm()`` defaults vs llama-cpp-python's own defaults
   (``n_threads = cpu_count() // 2``, i.e. one thread on a 2-core machine), timed with
   :func:`course_utils.perf.measure_speed`, the course's one generation timer;
+* LoRA training speed on 2 CPU cores with chapter 06's settings (:data:`CHAPTER06_LORA`), counted
+  as the chapter counts it (every token of each example / seconds);
 * the execution time of every chapter notebook (01–08) against its budget (150 s each, chapter
   06 180 s, the whole course 600 s, on 2 CPU cores) — with ``--model`` on another GGUF (``standin``: the
   tests' Llama 3 stand-in).
@@ -63,6 +65,31 @@ def notebook_time(path: Path, timeout: int = 900) -> tuple[float, str]:
         if km.has_kernel:  # a kernel manager passed in is ours to shut down
             km.shutdown_kernel(now=True)
         return seconds, status
+
+
+#: Chapter 06's LoRA run on a CPU (its training cell passes these to ``LoraConfig``, plus
+#: ``first_layer`` = half the layers and the system prompt; a test checks they agree).
+CHAPTER06_LORA = {"r": 16, "alpha": 32, "learning_rate": 2e-3, "epochs": 1, "batch_size": 8}
+#: Issue target for chapter 06's training on 2 cores, in tokens/s.
+TRAINING_TARGET = 190.0
+
+
+def training_speed(steps: int = 8) -> tuple[float, float]:
+    """``(tokens/s, seconds)`` of ``steps`` LoRA steps on the bundled model with chapter 06's
+    settings and data (:func:`course_utils.finetune.train_lora_loop`, no validation)."""
+    from .architecture import ArchSpec
+    from .finetune import LoraConfig, load_torch_from_gguf, train_lora_loop
+    from .models import bundled_model_path
+    from .sft_data import SENTIMENT_SYSTEM, held_out_split, sentiment_dataset
+
+    path = bundled_model_path()
+    n_layers = ArchSpec.from_gguf(path).n_layers
+    train = held_out_split(sentiment_dataset())[0]
+    config = LoraConfig(**CHAPTER06_LORA, system=SENTIMENT_SYSTEM, first_layer=n_layers // 2)
+    model, tokenizer = load_torch_from_gguf(path)
+    _, result = train_lora_loop(model, tokenizer, train[:steps * config.batch_size], None,
+                                config, progress=False)
+    return result.tokens_per_second, result.seconds
 
 
 #: Seconds per chapter on a 2-core CPU (COURSE.md); chapters not listed: DEFAULT_BUDGET.
@@ -147,6 +174,11 @@ def main(argv: list[str] | None = None) -> int:
         (f"Generación, Llama() por defecto ({_threads(raw_threads)})", theirs.tg_summary()),
         ("Aceleración de load_llm()", f"x{ours.tg / theirs.tg:.2f}"),
     ]
+    tokens_s, seconds = training_speed()
+    verdict = "dentro" if tokens_s >= TRAINING_TARGET else "FUERA"
+    rows.append(("Entrenamiento LoRA del cap. 6 (8 pasos)",
+                 f"{tokens_s:.0f} tokens/s en {seconds:.1f} s (objetivo ≥ {TRAINING_TARGET:.0f}: "
+                 f"{verdict})"))
     print(_table(rows), "\n", flush=True)
 
     if not args.no_notebooks:

@@ -223,13 +223,17 @@ def compare_with_llama_cpp(model, gguf_path: str | os.PathLike, prompts: list[st
     Returns the largest absolute logit difference, the largest difference relative to the logit
     range, how many prompts agree on the most probable next token, and the longest prompt in
     tokens (long prompts check the RoPE scaling: with the wrong one, distant positions disagree).
-    Uses llama-cpp-python's public API: ``Llama(logits_all=True)``, ``eval`` and ``scores``.
+    llama.cpp computes the output head only for the last position of each prompt (no
+    ``logits_all``: on a long prompt with Llama 3's 128 256-token vocabulary, keeping every
+    position's logits would cost hundreds of MB and as many needless head products); they are read
+    with ``llama_get_logits_ith(ctx, -1)`` (:func:`course_utils.evaluation._last_logits`).
     With ``lora_path``, llama.cpp applies that GGUF LoRA adapter to ``gguf_path`` (the base)
     and ``model`` carries the same LoRA: the PEFT model, or the model merged from it (chapter 06
     compares the adapter applied on the fly with the merged weights).
     """
     import torch
 
+    from .evaluation import _last_logits
     from .models import load_llm
 
     probe = load_llm(str(gguf_path), n_ctx=256)
@@ -237,14 +241,14 @@ def compare_with_llama_cpp(model, gguf_path: str | os.PathLike, prompts: list[st
     probe.close()
     longest = max(len(ids) for ids in ids_list)
     extra = {"lora_path": str(lora_path)} if lora_path else {}
-    llm = load_llm(str(gguf_path), n_ctx=longest + 1, logits_all=True, **extra)
+    llm = load_llm(str(gguf_path), n_ctx=longest + 1, **extra)
     device = next(model.parameters()).device  # cuda when it was trained on a GPU
     max_abs, max_rel, agree = 0.0, 0.0, 0
     try:
         for ids in ids_list:
             llm.reset()
             llm.eval(ids)
-            ours = np.array(llm.scores[len(ids) - 1], dtype=np.float32)
+            ours = _last_logits(llm).astype(np.float32)
             with torch.no_grad():
                 logits = model(torch.tensor([ids], device=device), logits_to_keep=1).logits
             theirs = logits[0, -1].float().cpu().numpy()
