@@ -175,11 +175,16 @@ SENTIMENT_LABELS = ["POSITIVO", "NEGATIVO", "NEUTRAL"]
 SENTIMENT_SYSTEM = "Eres un clasificador de reseñas."
 
 
-def sentiment_dataset() -> list[dict]:
-    """The course's Spanish sentiment dataset (POSITIVO / NEGATIVO / NEUTRAL)."""
-    ref = resources.files("course_utils").joinpath("data/sentimiento.jsonl")
+def _packaged(name: str) -> list[dict]:
+    """A JSONL file shipped in ``course_utils/data`` (works from a wheel too)."""
+    ref = resources.files("course_utils").joinpath(f"data/{name}")
     with resources.as_file(ref) as path:
         return read_jsonl(path)
+
+
+def sentiment_dataset() -> list[dict]:
+    """The course's Spanish sentiment dataset (POSITIVO / NEGATIVO / NEUTRAL)."""
+    return _packaged("sentimiento.jsonl")
 
 
 def natural_reviews() -> list[dict]:
@@ -190,9 +195,7 @@ def natural_reviews() -> list[dict]:
     services. ``template`` names a group of ~12 reviews written together (``G01``...``G42``):
     split by group, never by review, so that no group sits on both sides.
     """
-    ref = resources.files("course_utils").joinpath("data/resenas_naturales.jsonl")
-    with resources.as_file(ref) as path:
-        return read_jsonl(path)
+    return _packaged("resenas_naturales.jsonl")
 
 
 def natural_test_set(n_groups: int = 5, seed: int = 0) -> list[dict]:

@@ -10,18 +10,13 @@ import pytest
 from course_utils import finetune as F
 from course_utils import lora_lab, sft_data, standin
 
-ROWS = [
-    {"instruction": "Clasifica la reseña.", "input": text, "output": label}
-    for text, label in [
-        ("Me encantó, funciona perfecto.", "POSITIVO"),
-        ("Llegó roto y tarde.", "NEGATIVO"),
-        ("Lo recibí el lunes.", "NEUTRAL"),
-        ("Muy buena calidad, repetiría.", "POSITIVO"),
-        ("No sirve para nada, una pena.", "NEGATIVO"),
-        ("Es de color azul.", "NEUTRAL"),
-        ("Perfecto para regalar.", "POSITIVO"),
-        ("Se rompió a la semana.", "NEGATIVO"),
-    ]
+from .test_lora_loop import ROWS as LOOP_ROWS
+
+ROWS = [  # six of the loop's tests and two more, so that validation has examples of its own
+    *LOOP_ROWS,
+    *({"instruction": "Clasifica la reseña.", "input": text, "output": label}
+      for text, label in [("Perfecto para regalar.", "POSITIVO"),
+                          ("Se rompió a la semana.", "NEGATIVO")]),
 ]
 SYSTEM = sft_data.SENTIMENT_SYSTEM
 
