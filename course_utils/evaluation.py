@@ -46,7 +46,7 @@ def evaluate(llm, rows: list[dict], labels: list[str], system: str | None = None
     return report
 
 
-def _last_logits(llm):
+def last_logits(llm):
     """Logits of the last position llama.cpp evaluated (``llama_get_logits_ith(ctx, -1)``)."""
     import llama_cpp
     import numpy as np
@@ -87,7 +87,7 @@ def label_logprobs(llm, prompt_ids: list[int], labels: list[str]) -> dict[str, f
     llm.eval(prompt_ids[keep:])
     n = llm.n_tokens
     all_logits = bool(getattr(llm, "keeps_all_logits", False))
-    first = (llm.scores[n - 1] if all_logits else _last_logits(llm)).astype(np.float64)
+    first = (llm.scores[n - 1] if all_logits else last_logits(llm)).astype(np.float64)
     out = {}
     for label in labels:
         ids = llm.tokenize(label.encode("utf-8"), add_bos=False, special=False)
@@ -103,7 +103,7 @@ def label_logprobs(llm, prompt_ids: list[int], labels: list[str]) -> dict[str, f
             total += _log_softmax_at(logits, token)
             if k + 1 < len(ids):
                 llm.eval([token])
-                logits = _last_logits(llm)
+                logits = last_logits(llm)
         out[label] = total
     llm.n_tokens = n  # the cache holds the prompt: the next call reuses what it shares
     return out

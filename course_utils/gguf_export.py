@@ -226,14 +226,14 @@ def compare_with_llama_cpp(model, gguf_path: str | os.PathLike, prompts: list[st
     llama.cpp computes the output head only for the last position of each prompt (no
     ``logits_all``: on a long prompt with Llama 3's 128 256-token vocabulary, keeping every
     position's logits would cost hundreds of MB and as many needless head products); they are read
-    with ``llama_get_logits_ith(ctx, -1)`` (:func:`course_utils.evaluation._last_logits`).
+    with ``llama_get_logits_ith(ctx, -1)`` (:func:`course_utils.evaluation.last_logits`).
     With ``lora_path``, llama.cpp applies that GGUF LoRA adapter to ``gguf_path`` (the base)
     and ``model`` carries the same LoRA: the PEFT model, or the model merged from it (chapter 06
     compares the adapter applied on the fly with the merged weights).
     """
     import torch
 
-    from .evaluation import _last_logits
+    from .evaluation import last_logits
     from .models import load_llm
 
     probe = load_llm(str(gguf_path), n_ctx=256)
@@ -248,7 +248,7 @@ def compare_with_llama_cpp(model, gguf_path: str | os.PathLike, prompts: list[st
         for ids in ids_list:
             llm.reset()
             llm.eval(ids)
-            ours = _last_logits(llm).astype(np.float32)
+            ours = last_logits(llm).astype(np.float32)
             with torch.no_grad():
                 logits = model(torch.tensor([ids], device=device), logits_to_keep=1).logits
             theirs = logits[0, -1].float().cpu().numpy()

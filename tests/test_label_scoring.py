@@ -5,7 +5,7 @@ import pytest
 
 import course_utils as cu
 from course_utils.context import chat_prompt_ids
-from course_utils.evaluation import evaluate_by_logprob, label_logprobs
+from course_utils.evaluation import evaluate_by_logprob, label_logprobs, last_logits
 from course_utils.sft_data import SENTIMENT_LABELS, SENTIMENT_SYSTEM, to_messages
 
 ROW = {"instruction": "Clasifica el sentimiento de la reseña como POSITIVO, NEGATIVO o NEUTRAL.",
@@ -55,6 +55,18 @@ def test_label_logprobs_reuse_the_prompt_and_match_a_fresh_pass(llm, all_logits)
         assert scores[label] == pytest.approx(fresh_logprob(all_logits, prompt, label), abs=0.15)
     # the three labels are different strings: different probabilities
     assert len({round(s, 4) for s in scores.values()}) == 3
+
+
+def test_last_logits_are_the_last_row_of_every_positions_logits(all_logits):
+    """Without ``logits_all`` llama.cpp keeps only the last position: the same numbers."""
+    prompt = prompt_ids(all_logits)
+    all_logits.reset()
+    all_logits.eval(prompt)
+    last = last_logits(all_logits)
+    assert last.shape == (all_logits.n_vocab(),)
+    np.testing.assert_allclose(last, all_logits.scores[len(prompt) - 1], rtol=0, atol=1e-6)
+    all_logits.eval(prompt[:1])  # one more token: the last position moves with it
+    assert not np.allclose(last_logits(all_logits), last)
 
 
 def test_prompt_ids_are_what_the_chat_completion_reads(llm):
