@@ -683,6 +683,37 @@ def answer_loss(peft_model, batch: list[Example], pad_id: int, share_prefix: boo
     return torch.nn.functional.cross_entropy(logits.float(), targets)
 
 
+def most_likely_labels(model, tokenizer, rows: list[dict], labels: list[str],
+                       system: str | None = None, progress: bool = False,
+                       desc: str = "etiqueta más probable") -> list[str]:
+    """For each row, the label with the highest ``log P(label | chat prompt)``, read in torch.
+
+    The quantity :func:`course_utils.evaluation.label_logprobs` reads with llama.cpp from a GGUF,
+    here on the training model itself (a PEFT model or a plain ``transformers`` one, on the
+    device its weights are on: the CPU, or the GPU in Colab): the label's tokens summed, not the
+    token that closes the turn.
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    rows_ = rows
+    if progress:
+        from tqdm.auto import tqdm
+
+        rows_ = tqdm(rows, desc=desc, leave=False)
+    preds = []
+    with torch.no_grad():
+        for row in rows_:
+            scores = []
+            for e in encode_examples(tokenizer, [{**row, "output": label} for label in labels],
+                                     system):
+                ids = torch.tensor([e.ids[:e.end - 1]], device=device)
+                logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+                scores.append(sum(logp[t - 1, e.ids[t]].item() for t in range(e.start, e.end - 1)))
+            preds.append(labels[max(range(len(labels)), key=scores.__getitem__)])
+    return preds
+
+
 def _add_lora(model, tokenizer, config: LoraConfig) -> tuple[object, TrainResult]:
     """Seed, PAD/BOS/EOS aligned, LoRA added by PEFT; a :class:`TrainResult` with the counts."""
     import torch

@@ -213,6 +213,24 @@ def natural_test_set(n_groups: int = 5, seed: int = 0) -> list[dict]:
     return [r for r in rows if r["template"] in chosen]
 
 
+def natural_train_val(n_val_groups: int = 3, seed: int = 1) -> tuple[list[dict], list[dict]]:
+    """``(train, validation)``: the natural reviews outside :func:`natural_test_set`, by group.
+
+    ``n_val_groups`` whole groups (chosen with ``seed``) validate; the rest trains. With the
+    defaults: 408 reviews to train and 36 to validate, none of them from a test group.
+    """
+    test_groups = {r["template"] for r in natural_test_set()}
+    rest = [r for r in natural_reviews() if r["template"] not in test_groups]
+    groups = sorted({r["template"] for r in rest})
+    if not 1 <= n_val_groups < len(groups):
+        raise DataFormatError(f"n_val_groups={n_val_groups}: quedan {len(groups)} grupos fuera "
+                              "de la prueba.")
+    random.Random(seed).shuffle(groups)
+    val_groups = set(groups[:n_val_groups])
+    return ([r for r in rest if r["template"] not in val_groups],
+            [r for r in rest if r["template"] in val_groups])
+
+
 def class_balance(rows: list[dict], key: str = "output") -> dict[str, int]:
     return dict(sorted(Counter(r[key] for r in rows).items()))
 

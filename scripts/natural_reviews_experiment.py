@@ -17,14 +17,13 @@ No test review, group or template is ever trained on. Examples (2 CPU cores, Smo
     python scripts/natural_reviews_experiment.py --data natural --epochs 3 --lr 1e-3 --first-layer 0
 
 the second trains for ~7½ minutes; chapter 06 quotes its output. The label is scored in torch on
-the trained model (``log P(label | prompt)``, the label's tokens summed), the quantity chapter 06
-reads with llama.cpp from the exported GGUF.
+the trained model (:func:`course_utils.finetune.most_likely_labels`: ``log P(label | prompt)``,
+the label's tokens summed), the quantity chapter 06 reads with llama.cpp from the exported GGUF.
 """
 
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
@@ -38,12 +37,7 @@ def datasets(kind: str) -> tuple[list[dict], list[dict]]:
 
     train_t, val_t, _, _ = sft_data.held_out_split(sft_data.sentiment_dataset(), per_class=2,
                                                    seed=0)
-    test_groups = {r["template"] for r in sft_data.natural_test_set()}
-    rest = [r for r in sft_data.natural_reviews() if r["template"] not in test_groups]
-    groups = sorted({r["template"] for r in rest})
-    random.Random(1).shuffle(groups)
-    nat_val = [r for r in rest if r["template"] in groups[:3]]
-    nat_train = [r for r in rest if r["template"] not in groups[:3]]
+    nat_train, nat_val = sft_data.natural_train_val()
     return {"templates": (train_t, val_t), "natural": (nat_train, nat_val),
             "mix": (nat_train + train_t, nat_val + val_t)}[kind]
 
@@ -54,28 +48,6 @@ def test_sets() -> dict[str, list[dict]]:
     _, _, test, _ = sft_data.held_out_split(sft_data.sentiment_dataset(), per_class=2, seed=0)
     return {"natural": sft_data.natural_test_set(), "templates": test,
             "manual": [r for r in test if r["template"] == "manual"]}
-
-
-def most_likely_labels(peft_model, tokenizer, rows: list[dict], labels: list[str],
-                       system: str) -> list[str]:
-    """For each row, the label with the highest ``log P(label | chat prompt)``."""
-    import torch
-
-    from course_utils.finetune import encode_examples
-
-    lm = peft_model.get_base_model()
-    preds = []
-    with torch.no_grad():
-        for row in rows:
-            scores = []
-            for e in encode_examples(tokenizer, [{**row, "output": label} for label in labels],
-                                     system):
-                # the label's tokens only: not the token that closes the turn (e.end - 1)
-                logp = torch.log_softmax(lm(torch.tensor([e.ids[:e.end - 1]])).logits[0].float(),
-                                         -1)
-                scores.append(sum(logp[t - 1, e.ids[t]].item() for t in range(e.start, e.end - 1)))
-            preds.append(labels[max(range(len(labels)), key=scores.__getitem__)])
-    return preds
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict]:
@@ -92,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
 
     import course_utils as cu
     from course_utils import sft_data
-    from course_utils.finetune import LoraConfig, load_torch_from_gguf, train_lora_loop
+    from course_utils.finetune import (LoraConfig, load_torch_from_gguf, most_likely_labels,
+                                       train_lora_loop)
 
     labels, system = sft_data.SENTIMENT_LABELS, sft_data.SENTIMENT_SYSTEM
     train, val = datasets(args.data)
@@ -112,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict[str, dict]:
     reports = {}
     start = time.perf_counter()
     for name, rows in tests.items():
-        preds = most_likely_labels(peft_model, tokenizer, rows, labels, system)
+        preds = most_likely_labels(peft_model, tokenizer, rows, labels, system, progress=True,
+                                   desc=name)
         report = cu.metrics.classification_report([r["output"] for r in rows], preds, labels)
         lo, hi = report["accuracy_ci"]
         print(f"prueba {name:<9} n={len(rows):<3} exactitud {report['accuracy']:.0%} "

@@ -158,6 +158,46 @@ def test_gpu_set_is_the_chapter_set_plus_requirements_gpu_and_never_torch():
         colab.colab_requirements("01_que_es_llama3.ipynb")
 
 
+def test_chapter06_gpu_cell_trains_on_natural_reviews_and_scores_them(monkeypatch, tmp_path,
+                                                                     capsys):
+    """Chapter 06's Unsloth cell run on the CPU: Unsloth's training replaced by the Llama 3
+    stand-in with LoRA, everything else (data, scoring, printing) as the cell does it."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    import course_utils as cu
+    from course_utils import sft_data, standin
+
+    cells = json.loads((ROOT / "notebooks" / CH06).read_text(encoding="utf-8"))["cells"]
+    source = "".join(next(c for c in cells if c.get("id") == "6c6dac8a")["source"])
+    model, tokenizer = F.load_torch_from_gguf(standin.standin_path("tied"))
+    peft_model = get_peft_model(model, PeftLoraConfig(r=4, target_modules=["q_proj"]))
+    seen = {}
+
+    def fake_unsloth(rows, config, output_dir):
+        seen.update(rows=rows, config=config)
+        return peft_model, tokenizer, F.TrainResult(losses=[(1, 0.5)], seconds=1.0,
+                                                    peak_rss_gb=1.0)
+
+    monkeypatch.setattr(F, "train_lora_unsloth", fake_unsloth)
+    train, _, test, _ = sft_data.held_out_split(sft_data.sentiment_dataset(), per_class=2, seed=0)
+    natural = sft_data.natural_test_set()
+    namespace = dict(backend="unsloth", cu=cu, sft_data=sft_data, LoraConfig=F.LoraConfig,
+                     work=tmp_path, train=train, test=test[:3], natural=natural[:3],
+                     LABELS=sft_data.SENTIMENT_LABELS, SYSTEM=sft_data.SENTIMENT_SYSTEM,
+                     show=lambda name, report: print(name, report["accuracy"]),
+                     nat_tuned={"accuracy": 0.58})
+    exec(compile(source, CH06, "exec"), namespace)
+    out = capsys.readouterr().out
+    trained_on = {r["input"] for r in seen["rows"]}
+    natural_train, natural_val = sft_data.natural_train_val()
+    assert {r["input"] for r in natural_train + train} == trained_on
+    assert not trained_on & {r["input"] for r in natural + test + natural_val}
+    assert seen["config"].epochs == 2 and seen["config"].system == sft_data.SENTIMENT_SYSTEM
+    assert "Unsloth, naturales" in out and "Unsloth, prueba" in out and "F1 de NEUTRAL" in out
+    assert set(namespace["gpu_reports"]) == {"naturales", "prueba"}
+
+
 def test_install_cell_imports_unsloth_right_after_installing_it_on_cuda():
     source = colab.install_cell_source(notebook=CH06)
     lines = [line.strip() for line in source.splitlines()]

@@ -148,3 +148,34 @@ def test_batches_mix_the_answers_and_cover_every_example_once():
     first = [[id(e) for e in b] for b in F._batches(examples, 3, random.Random(0))]
     other = [[id(e) for e in b] for b in F._batches(examples, 3, random.Random(1))]
     assert first != other  # still random
+
+
+def test_most_likely_labels_is_the_label_with_the_lowest_answer_loss(standin_model):
+    """The torch scorer agrees with ``answer_loss`` on the label's tokens (no closing token)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = standin_model
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"],
+                                                  init_lora_weights=False))
+    try:
+        labels = sft_data.SENTIMENT_LABELS
+        preds = F.most_likely_labels(peft_model, tokenizer, ROWS, labels,
+                                     sft_data.SENTIMENT_SYSTEM)
+        expected = []
+        with torch.no_grad():
+            for row in ROWS:
+                scores = []
+                for e in F.encode_examples(tokenizer, [{**row, "output": x} for x in labels],
+                                           sft_data.SENTIMENT_SYSTEM):
+                    label_only = F.Example(e.ids[:e.end - 1], e.start, e.end - 1, e.answer)
+                    n = label_only.end - label_only.start
+                    loss = F.answer_loss(peft_model, [label_only], tokenizer.pad_token_id)
+                    scores.append(-loss.item() * n)  # the label tokens' log-probabilities, summed
+                expected.append(labels[scores.index(max(scores))])
+        assert preds == expected and set(preds) <= set(labels)
+    finally:
+        peft_model.unload()  # leave the module's model as it was

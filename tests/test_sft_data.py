@@ -99,3 +99,24 @@ def test_the_natural_test_set_is_whole_groups_balanced_and_reproducible():
     assert not {r["input"] for r in test} & {r["input"] for r in sentiment_dataset()}
     with pytest.raises(DataFormatError, match="grupos"):
         natural_test_set(n_groups=0)
+
+
+def test_natural_train_and_validation_are_whole_groups_outside_the_test():
+    import pytest
+
+    from course_utils.sft_data import (
+        DataFormatError,
+        natural_reviews,
+        natural_test_set,
+        natural_train_val,
+    )
+
+    train, val = natural_train_val()
+    assert (len(train), len(val)) == (408, 36)
+    groups = [{r["template"] for r in part} for part in (train, val, natural_test_set())]
+    assert not (groups[0] & groups[1] or groups[0] & groups[2] or groups[1] & groups[2])
+    assert len(train) + len(val) + 60 == len(natural_reviews())  # every review has one place
+    assert (train, val) == natural_train_val() and val != natural_train_val(seed=2)[1]
+    assert set(D.class_balance(train)) == {"NEGATIVO", "NEUTRAL", "POSITIVO"}
+    with pytest.raises(DataFormatError, match="grupos"):
+        natural_train_val(n_val_groups=0)
