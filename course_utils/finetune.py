@@ -683,34 +683,57 @@ def answer_loss(peft_model, batch: list[Example], pad_id: int, share_prefix: boo
     return torch.nn.functional.cross_entropy(logits.float(), targets)
 
 
-def most_likely_labels(model, tokenizer, rows: list[dict], labels: list[str],
-                       system: str | None = None, progress: bool = False,
-                       desc: str = "etiqueta más probable") -> list[str]:
-    """For each row, the label with the highest ``log P(label | chat prompt)``, read in torch.
+def label_logprobs_torch(model, tokenizer, row: dict, labels: list[str],
+                         system: str | None = None) -> dict[str, float]:
+    """``log P(label | chat prompt)`` for each label, read in torch from ``model``.
 
     The quantity :func:`course_utils.evaluation.label_logprobs` reads with llama.cpp from a GGUF,
     here on the training model itself (a PEFT model or a plain ``transformers`` one, on the
-    device its weights are on: the CPU, or the GPU in Colab): the label's tokens summed, not the
-    token that closes the turn.
+    device of its weights: the CPU, or the GPU in Colab): the sum of the log-probabilities of
+    the label's tokens, not of the token that closes the turn.
     """
     import torch
 
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device
+    out = {}
+    for label, e in zip(labels, encode_examples(
+            tokenizer, [{**row, "output": label} for label in labels], system)):
+        ids = torch.tensor([e.ids[:e.end - 1]], device=device)
+        logits = model(input_ids=ids).logits[0]
+        if logits.shape[0] != ids.shape[1]:  # Unsloth cuts inputs at its max_seq_length
+            raise FineTuneError(
+                f"El modelo devolvió {logits.shape[0]} posiciones para {ids.shape[1]} tokens: "
+                "cortó la entrada. Cárgalo con una longitud máxima mayor "
+                "(LoraConfig.max_length).")
+        logp = torch.log_softmax(logits.float(), -1)
+        out[label] = sum(logp[t - 1, e.ids[t]].item() for t in range(e.start, e.end - 1))
+    return out
+
+
+def most_likely_labels(model, tokenizer, rows: list[dict], labels: list[str],
+                       system: str | None = None, progress: bool = False,
+                       desc: str = "etiqueta más probable") -> list[str]:
+    """For each row, the label with the highest :func:`label_logprobs_torch`.
+
+    The model is put in evaluation mode while it scores (no dropout) and left as it was.
+    """
+    import torch
+
     rows_ = rows
     if progress:
         from tqdm.auto import tqdm
 
         rows_ = tqdm(rows, desc=desc, leave=False)
-    preds = []
-    with torch.no_grad():
-        for row in rows_:
-            scores = []
-            for e in encode_examples(tokenizer, [{**row, "output": label} for label in labels],
-                                     system):
-                ids = torch.tensor([e.ids[:e.end - 1]], device=device)
-                logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
-                scores.append(sum(logp[t - 1, e.ids[t]].item() for t in range(e.start, e.end - 1)))
-            preds.append(labels[max(range(len(labels)), key=scores.__getitem__)])
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            preds = []
+            for row in rows_:
+                scores = label_logprobs_torch(model, tokenizer, row, labels, system)
+                preds.append(max(labels, key=scores.__getitem__))
+    finally:
+        model.train(was_training)
     return preds
 
 
@@ -898,6 +921,12 @@ def train_lora_unsloth(train_rows: list[dict], config: LoraConfig, output_dir: s
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=model_name, max_seq_length=config.max_length, load_in_4bit=load_in_4bit,
         dtype=dtype)
+    longest = max(len(e.ids) for e in encode_examples(tokenizer, train_rows, config.system))
+    if longest > config.max_length:  # TRL would cut them and drop those left without an answer
+        raise FineTuneError(
+            f"El ejemplo más largo ocupa {longest} tokens con la plantilla de chat del modelo y "
+            f"max_length={config.max_length}: se cortarían y algunos perderían la respuesta. "
+            f"Sube LoraConfig.max_length a {longest} o más.")
     model = FastLanguageModel.get_peft_model(
         model, r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
         target_modules=list(config.targets), bias="none",

@@ -213,13 +213,15 @@ def natural_test_set(n_groups: int = 5, seed: int = 0) -> list[dict]:
     return [r for r in rows if r["template"] in chosen]
 
 
-def natural_train_val(n_val_groups: int = 3, seed: int = 1) -> tuple[list[dict], list[dict]]:
-    """``(train, validation)``: the natural reviews outside :func:`natural_test_set`, by group.
+def natural_train_val(n_val_groups: int = 3, seed: int = 1, test_groups: int = 5,
+                      test_seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """``(train, validation)``: the natural reviews outside
+    ``natural_test_set(test_groups, test_seed)``, by group.
 
     ``n_val_groups`` whole groups (chosen with ``seed``) validate; the rest trains. With the
     defaults: 408 reviews to train and 36 to validate, none of them from a test group.
     """
-    test_groups = {r["template"] for r in natural_test_set()}
+    test_groups = {r["template"] for r in natural_test_set(test_groups, test_seed)}
     rest = [r for r in natural_reviews() if r["template"] not in test_groups]
     groups = sorted({r["template"] for r in rest})
     if not 1 <= n_val_groups < len(groups):

@@ -4,6 +4,7 @@ training call checked with stand-in modules, the GPU install set, and the pip-re
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import re
@@ -57,15 +58,22 @@ def test_unsloth_can_veto_bfloat16_but_not_impose_it():
     assert F.mixed_precision(T4, bf16_supported=True) == FP16  # as torch says on a T4: no
 
 
+ROW = {"instruction": "Clasifica la reseña.", "input": "Me encantó.", "output": "POSITIVO"}
+
+
 def _fake_training_stack(monkeypatch, hw, unsloth_bf16: bool) -> dict:
-    """Stand-ins for unsloth and trl (not installed here) that record what they are given."""
+    """Stand-ins for unsloth and trl (not installed here) that record what they are given; the
+    tokenizer is the real Llama 3 one (the stand-in's)."""
+    from course_utils import standin
+
     seen: dict = {}
+    tokenizer = F.load_tokenizer_from_gguf(standin.standin_path("tied"))
 
     class FastLanguageModel:
         @staticmethod
         def from_pretrained(**kwargs):
             seen["from_pretrained"] = kwargs
-            return "model", "tokenizer"
+            return "model", tokenizer
 
         @staticmethod
         def get_peft_model(model, **kwargs):
@@ -112,12 +120,23 @@ def test_unsloth_model_dtype_and_trainer_flags_agree(monkeypatch, tmp_path, gpu,
     import torch
 
     seen = _fake_training_stack(monkeypatch, COLAB_T4.with_changes(gpu=gpu), unsloth_bf16)
-    _, _, result = F.train_lora_unsloth([{"input": "x", "output": "POSITIVO"}], F.LoraConfig(),
-                                        tmp_path)
+    _, _, result = F.train_lora_unsloth([ROW], F.LoraConfig(), tmp_path)
     assert seen["from_pretrained"]["dtype"] is getattr(torch, dtype_name)
     config = seen["SFTConfig"]
     assert {"bf16": config["bf16"], "fp16": config["fp16"]} == expected
     assert result.losses == [(2, 1.5)]
+
+
+def test_unsloth_refuses_examples_longer_than_max_length(monkeypatch, tmp_path):
+    """TRL would cut them and silently drop those left without an answer token."""
+    seen = _fake_training_stack(monkeypatch, COLAB_T4.with_changes(gpu=A100), True)
+    long_row = {**ROW, "input": "Muy bueno. " * 60}
+    with pytest.raises(F.FineTuneError, match="max_length=96"):
+        F.train_lora_unsloth([ROW, long_row], F.LoraConfig(), tmp_path)
+    assert "SFTConfig" not in seen  # stopped before training
+    config = F.LoraConfig(max_length=400)
+    F.train_lora_unsloth([ROW, long_row], config, tmp_path)
+    assert seen["from_pretrained"]["max_seq_length"] == seen["SFTConfig"]["max_length"] == 400
 
 
 # --------------------------------------------------------------------------- hardware
@@ -176,17 +195,28 @@ def test_chapter06_gpu_cell_trains_on_natural_reviews_and_scores_them(monkeypatc
 
     def fake_unsloth(rows, config, output_dir):
         seen.update(rows=rows, config=config)
+        # what the real one refuses (and Unsloth would cut when scoring): nothing longer than
+        # max_length, neither to train nor to score (Llama 3.2's template adds ~25 tokens more)
+        for part in (rows, natural, test):
+            longest = max(len(e.ids) for e in F.encode_examples(tokenizer, part, config.system))
+            assert longest + 30 <= config.max_length
         return peft_model, tokenizer, F.TrainResult(losses=[(1, 0.5)], seconds=1.0,
                                                     peak_rss_gb=1.0)
 
     monkeypatch.setattr(F, "train_lora_unsloth", fake_unsloth)
     train, _, test, _ = sft_data.held_out_split(sft_data.sentiment_dataset(), per_class=2, seed=0)
     natural = sft_data.natural_test_set()
+    # the chapter's own show() (defined in the baseline cell, among evaluations we skip here)
+    baseline = "".join(next(c for c in cells if c.get("id") == "64dab22b")["source"])
+    show_def = next(node for node in ast.parse(baseline).body
+                    if isinstance(node, ast.FunctionDef) and node.name == "show")
+    shown: dict = {}
+    exec(compile(ast.Module([show_def], []), CH06, "exec"), shown)
     namespace = dict(backend="unsloth", cu=cu, sft_data=sft_data, LoraConfig=F.LoraConfig,
                      work=tmp_path, train=train, test=test[:3], natural=natural[:3],
                      LABELS=sft_data.SENTIMENT_LABELS, SYSTEM=sft_data.SENTIMENT_SYSTEM,
-                     show=lambda name, report: print(name, report["accuracy"]),
-                     nat_tuned={"accuracy": 0.58})
+                     show=shown["show"],
+                     nat_tuned={"accuracy": 0.58, "NEUTRAL": {"f1": 0.46}})
     exec(compile(source, CH06, "exec"), namespace)
     out = capsys.readouterr().out
     trained_on = {r["input"] for r in seen["rows"]}

@@ -150,8 +150,9 @@ def test_batches_mix_the_answers_and_cover_every_example_once():
     assert first != other  # still random
 
 
-def test_most_likely_labels_is_the_label_with_the_lowest_answer_loss(standin_model):
-    """The torch scorer agrees with ``answer_loss`` on the label's tokens (no closing token)."""
+def test_torch_label_logprobs_are_the_answer_loss_of_the_label_tokens(standin_model):
+    """``label_logprobs_torch`` agrees with ``answer_loss`` on the label's tokens (the closing
+    token left out), and ``most_likely_labels`` picks the highest of them."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -161,21 +162,46 @@ def test_most_likely_labels_is_the_label_with_the_lowest_answer_loss(standin_mod
     torch.manual_seed(0)
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"],
                                                   init_lora_weights=False))
+    labels, system = sft_data.SENTIMENT_LABELS, sft_data.SENTIMENT_SYSTEM
     try:
-        labels = sft_data.SENTIMENT_LABELS
-        preds = F.most_likely_labels(peft_model, tokenizer, ROWS, labels,
-                                     sft_data.SENTIMENT_SYSTEM)
+        peft_model.train()
+        preds = F.most_likely_labels(peft_model, tokenizer, ROWS, labels, system)
+        assert peft_model.training  # left as it was found
         expected = []
         with torch.no_grad():
             for row in ROWS:
-                scores = []
+                scores = F.label_logprobs_torch(peft_model, tokenizer, row, labels, system)
                 for e in F.encode_examples(tokenizer, [{**row, "output": x} for x in labels],
-                                           sft_data.SENTIMENT_SYSTEM):
+                                           system):
                     label_only = F.Example(e.ids[:e.end - 1], e.start, e.end - 1, e.answer)
                     n = label_only.end - label_only.start
+                    assert tokenizer.decode(label_only.ids[label_only.start:]) == e.answer
                     loss = F.answer_loss(peft_model, [label_only], tokenizer.pad_token_id)
-                    scores.append(-loss.item() * n)  # the label tokens' log-probabilities, summed
-                expected.append(labels[scores.index(max(scores))])
-        assert preds == expected and set(preds) <= set(labels)
+                    # the mean loss over the label's n tokens is minus their log-probability / n
+                    assert math.isclose(scores[e.answer], -loss.item() * n, rel_tol=1e-4)
+                expected.append(max(labels, key=scores.__getitem__))
+        assert preds == expected
     finally:
         peft_model.unload()  # leave the module's model as it was
+
+
+def test_torch_label_logprobs_refuse_a_model_that_cuts_the_input(standin_model):
+    """Unsloth cuts inputs longer than its max_seq_length (with only a warning)."""
+    import torch
+
+    model, tokenizer = standin_model
+
+    class Cutting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def get_input_embeddings(self):
+            return self.inner.get_input_embeddings()
+
+        def forward(self, input_ids):
+            return self.inner(input_ids=input_ids[:, :20])
+
+    with pytest.raises(F.FineTuneError, match="cortó la entrada"):
+        F.label_logprobs_torch(Cutting(model), tokenizer, ROWS[0], sft_data.SENTIMENT_LABELS,
+                               sft_data.SENTIMENT_SYSTEM)

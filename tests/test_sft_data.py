@@ -118,5 +118,9 @@ def test_natural_train_and_validation_are_whole_groups_outside_the_test():
     assert len(train) + len(val) + 60 == len(natural_reviews())  # every review has one place
     assert (train, val) == natural_train_val() and val != natural_train_val(seed=2)[1]
     assert set(D.class_balance(train)) == {"NEGATIVO", "NEUTRAL", "POSITIVO"}
+    other_test = {r["template"] for r in natural_test_set(n_groups=6, seed=3)}
+    other_train, other_val = natural_train_val(test_groups=6, test_seed=3)
+    assert len(other_train) + len(other_val) == len(natural_reviews()) - 72
+    assert not {r["template"] for r in other_train + other_val} & other_test
     with pytest.raises(DataFormatError, match="grupos"):
         natural_train_val(n_val_groups=0)
